@@ -1,0 +1,34 @@
+# `make test` and `make sweep` bootstrap everything they need into .venv on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: .venv test sweep sweep-quick bench clean
+
+.venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# pytest exits 5 when it collected nothing: treat that as a failure with a clear message.
+test: $(STAMP)
+	@$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+sweep: $(STAMP)
+	$(BIN)/mecsim sweep paper
+	$(BIN)/mecsim plot paper
+
+sweep-quick: $(STAMP)
+	$(BIN)/mecsim sweep quick
+	$(BIN)/mecsim plot quick
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,259 @@
+"""Scenario configuration: one validated, immutable description of an experiment point.
+
+A `Scenario` is built from keyword arguments, a TOML file, or dotted ``key=value``
+overrides (the CLI's ``--set``). Every invalid value raises `ConfigError`, whose
+message names the field, the value and what is allowed.
+
+The environment *variant* (`EnvVariant`) gathers the accounting differences between
+the published reference environments (reference spec §4). A named preset fills them
+in; explicitly given flags override the preset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DelayModel = Literal["slotted", "event"]
+AllocationRule = Literal["cwa", "hecwa", "waterfill"]
+PresetName = Literal["amcoedge", "randcoedge", "drlcoedge", "smcoedge", "optimal"]
+TauClamp = Literal["none", "multi", "always"]
+DeadlinePolicy = Literal["keep", "drop"]
+LinkTopology = Literal["pair", "destination"]
+
+
+class ConfigError(ValueError):
+    """A scenario field has an invalid value; the message names field, value and allowed values."""
+
+
+class EnvVariant(BaseModel):
+    """Accounting flags of the slotted model (reference spec §1.4, §4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wait_clip_to_deadline: bool = False
+    """W_i := min(W_i, deadline) (RandCoEdge, DRLCoEdge, SMCoEdge copies)."""
+    local_wait_includes_tau: bool = False
+    """The local server's wait also includes the source BS's transmission backlog τ_b (DRLCoEdge)."""
+    local_upload_in_split: bool = False
+    """In a split decision the local server's duration includes the upload d/r_b (DRLCoEdge)."""
+    tau_counts_local: bool = False
+    """τ_b grows by the local member's share too (x_b·d/r_b), not only by remote members."""
+    tau_clamp: TauClamp = "multi"
+    """Where τ_b is clamped to the slot length: only after split decisions (AMCoEdge), never, or always."""
+    fail_penalty: float = Field(10.0, ge=0)
+    """A failed task's reward is -fail_penalty·deadline (10 in AMCoEdge, 2 in DRLCoEdge/SMCoEdge)."""
+    makespan_counts_idle: bool = True
+    """Servers of the chosen subset whose fraction is 0 still add their wait to the make-span max."""
+    enqueue_failed_work: bool = True
+    """A failed task's work still loads the queues (the reference never drops it)."""
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "amcoedge": dict(),
+    "randcoedge": dict(wait_clip_to_deadline=True, tau_counts_local=True, tau_clamp="none", fail_penalty=2.0),
+    "drlcoedge": dict(
+        wait_clip_to_deadline=True,
+        local_wait_includes_tau=True,
+        local_upload_in_split=True,
+        tau_counts_local=True,
+        tau_clamp="none",
+        fail_penalty=2.0,
+    ),
+    "smcoedge": dict(wait_clip_to_deadline=True, tau_counts_local=True, tau_clamp="none", fail_penalty=2.0),
+    "optimal": dict(tau_clamp="none"),
+}
+
+
+class Scenario(BaseModel):
+    """One experiment point. Defaults are the reference's published point (spec §1.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_bs: int = Field(5, ge=1, le=16, description="number of base stations B (each hosts one edge server)")
+    capacities: tuple[float, ...] = Field((10.0, 20.0, 30.0, 40.0, 50.0), description="ES capacities f (GHz)")
+    rates: tuple[float, ...] = Field((400.0, 425.0, 450.0, 475.0, 500.0), description="link rates r, by destination (Mbit/s)")
+    tasks_per_slot: int = Field(50, ge=1, description="task slots per BS per time slot N")
+    arrival_prob: float = Field(0.3, ge=0.0, le=1.0, description="Bernoulli arrival probability p per task slot")
+    size_range: tuple[float, float] = Field((2.0, 5.0), description="task size range (Mbit), uniform")
+    density_range: tuple[float, float] = Field((100.0, 300.0), description="computing density range (cycles/bit), uniform")
+    bits_per_mbit: float = Field(1.024e6, gt=0, description="bits per Mbit when converting density (reference: 1.024e6)")
+    density_per_task_index: bool = Field(True, description="density drawn once per run, indexed by task slot n (reference)")
+    slot_length: float = Field(1.0, gt=0, description="slot length Δ (s)")
+    slots: int = Field(61, ge=2, description="slots per episode; the last one only supplies the learners' next state")
+    deadline: float = Field(1.0, gt=0, description="task deadline (s)")
+    model: DelayModel = "slotted"
+    allocation: AllocationRule = "cwa"
+    preset: PresetName = "amcoedge"
+    variant: EnvVariant = Field(default_factory=EnvVariant)
+    deadline_policy: DeadlinePolicy = Field("keep", description="event model: keep late work (paper) or drop it at the deadline")
+    link_topology: LinkTopology = Field(
+        "pair", description="event model: one FIFO link per source→destination pair, or one per destination"
+    )
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "amcoedge")
+        if preset not in PRESETS:
+            return data  # the Literal check reports it with the allowed names
+        explicit = data.get("variant") or {}
+        if isinstance(explicit, EnvVariant):
+            explicit = explicit.model_dump(exclude_unset=True)
+        return {**data, "variant": {**PRESETS[preset], **explicit}}
+
+    @field_validator("capacities", "rates")
+    @classmethod
+    def _positive(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [v for v in values if not v > 0]
+        if bad:
+            raise ValueError(f"every entry must be > 0, got {bad}")
+        return values
+
+    @field_validator("size_range", "density_range")
+    @classmethod
+    def _range(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = bounds
+        if not 0 < lo <= hi:
+            raise ValueError(f"need 0 < low <= high, got ({lo}, {hi})")
+        return bounds
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "Scenario":
+        for name in ("capacities", "rates"):
+            if len(getattr(self, name)) != self.n_bs:
+                raise ValueError(
+                    f"{name} has {len(getattr(self, name))} entries but n_bs = {self.n_bs}; "
+                    f"give one value per base station"
+                )
+        return self
+
+    # -- derived quantities --------------------------------------------------------------
+    @property
+    def density_gcycles_per_mbit(self) -> tuple[float, float]:
+        """Density range converted to Gcycles/Mbit (reference: ×1.024e6 bits / 1e9)."""
+        lo, hi = self.density_range
+        return lo * self.bits_per_mbit / 1e9, hi * self.bits_per_mbit / 1e9
+
+    @property
+    def decision_slots(self) -> int:
+        """Slots in which decisions are made (the reference processes slots 0..slots-2)."""
+        return self.slots - 1
+
+    def config_hash(self) -> str:
+        """Short stable hash of every field except the seed: identifies the experiment point."""
+        payload = self.model_dump(mode="json", exclude={"seed"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """Flat dotted dict of every field, as used for result columns and ``--set`` keys."""
+        return _flatten(self.model_dump(mode="json"))
+
+    def replace(self, **overrides: Any) -> "Scenario":
+        """A new validated scenario with dotted-key overrides applied."""
+        return build_scenario(self.model_dump(mode="json", exclude_unset=False) | {}, overrides)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is not a section")
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "scenario"
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown field (value {value!r}); known fields: {', '.join(_known_fields())}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{field} = {value!r}: {msg}")
+    return "invalid scenario:\n  " + "\n  ".join(lines)
+
+
+def _known_fields() -> list[str]:
+    names = [n for n in Scenario.model_fields if n != "variant"]
+    return names + [f"variant.{n}" for n in EnvVariant.model_fields]
+
+
+def build_scenario(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Validate ``base`` (nested dict, e.g. from TOML) with dotted ``overrides`` applied on top."""
+    data = dict(base or {})
+    if "variant" in data and isinstance(data["variant"], dict) and "preset" in (overrides or {}):
+        # a new preset replaces the flags that came from the old one
+        data.pop("variant")
+    data = _merge(data, _nest(overrides or {}))
+    try:
+        return Scenario(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_scenario(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Load a TOML scenario file (optional) and apply dotted overrides."""
+    base: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                base = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+        base = base.get("scenario", base)
+    return build_scenario(base, overrides)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse one ``key=value`` override; the value is read as TOML (numbers, lists, strings, booleans)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. deadline=0.5 or capacities=[10,20,30,40,50]")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # bare word, e.g. model=event
+    return key.strip(), value

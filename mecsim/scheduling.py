@@ -1,0 +1,300 @@
+"""The scheduler plugin contract: what a scheduler sees, what it returns, and how it is found.
+
+A scheduler is any object with ``decide(obs) -> fractions``; subclassing `Scheduler`
+gives the optional hooks no-op defaults. ``fractions`` is a length-B array (zeros =
+server not used) or a `Decision`, which can also name a subset and leave the fractions
+to the scenario's allocation rule, evaluated on the true state when the task executes.
+
+Optional, for speed: ``decide_slot(slot_obs) -> Decision`` returns every decision of a
+slot at once from the start-of-slot state (the reference observation), in one call.
+
+Learners also receive ``on_slot_end(feedback)``, ``on_episode_end(episode, metrics)``,
+``train(flag)``, ``save(path)`` and ``load(path)``.
+
+Plugins are found by name in the ``mecsim.schedulers`` entry-point group, or by import
+path ``package.module:ClassName`` (a user's own file on the Python path works as is).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .allocation import subset_masks
+
+if TYPE_CHECKING:
+    from .config import Scenario
+
+ENTRY_POINT_GROUP = "mecsim.schedulers"
+FRACTION_TOLERANCE = 1e-6
+
+
+class SchedulerError(ValueError):
+    """A scheduler returned an invalid decision, or could not be found or built."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What a scheduler sees when one task arrives.
+
+    ``wait``, ``duration`` and ``split_duration`` are the delay model's terms: a fraction
+    x_i sent to server i is expected to finish ``wait[i] + x_i * duration[i]`` seconds
+    after the decision (``split_duration`` when the task is split over several servers).
+    In the slotted model they are exact; in the event model they are estimates from the
+    true queue and link state at decision time.
+    """
+
+    time: float
+    slot: int
+    bs: int
+    task: int
+    size: float  # Mbit
+    density: float  # Gcycles/Mbit
+    backlog: np.ndarray  # Gcycles per ES at the start of the slot (the reference observation)
+    current_backlog: np.ndarray  # Gcycles per ES now, including work assigned earlier in the slot / in transit
+    tx_backlog: np.ndarray  # seconds of upload already committed by this BS towards each ES
+    wait: np.ndarray
+    duration: np.ndarray
+    split_duration: np.ndarray
+    scenario: "Scenario"
+    _evaluator: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_servers(self) -> int:
+        return self.backlog.shape[0]
+
+    def evaluate(self, masks: np.ndarray | None = None, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Fractions (K, B) and expected make-spans (K,) of candidate subsets (default: all 2^B - 1).
+
+        Uses the delay model's own make-span rule and the scenario's allocation rule unless ``rule`` is given.
+        """
+        masks = subset_masks(self.n_servers) if masks is None else masks
+        return self._evaluator(self, masks, rule or self.scenario.allocation)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotObservation:
+    """Every task of one slot, in decision order, with the start-of-slot state."""
+
+    time: float
+    slot: int
+    bs: np.ndarray  # (n,) arrival BS of each task
+    task: np.ndarray  # (n,) task slot index
+    size: np.ndarray  # (n,) Mbit
+    density: np.ndarray  # (n,) Gcycles/Mbit
+    backlog: np.ndarray  # (B,) Gcycles at the start of the slot
+    scenario: "Scenario"
+
+    def __len__(self) -> int:
+        return self.bs.shape[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Which servers take part, and (optionally) what fraction each gets.
+
+    ``fractions=None`` asks the delay model to allocate over ``subset`` with the scenario's
+    rule, on the true state when the task executes. In a batch (``decide_slot``) both
+    arrays carry a leading task axis.
+    """
+
+    subset: np.ndarray
+    fractions: np.ndarray | None = None
+
+    @classmethod
+    def to(cls, server: int, n_servers: int) -> "Decision":
+        """The whole task on one server."""
+        onehot = np.zeros(n_servers)
+        onehot[server] = 1.0
+        return cls(onehot, onehot)
+
+    @classmethod
+    def split(cls, servers, n_servers: int) -> "Decision":
+        """Share the task over ``servers``; the allocation rule chooses the fractions."""
+        mask = np.zeros(n_servers)
+        mask[list(servers)] = 1.0
+        return cls(mask, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFeedback:
+    """What happened in one slot, for learners (one entry per task, in decision order)."""
+
+    slot: int
+    bs: np.ndarray
+    task: np.ndarray
+    size: np.ndarray
+    density: np.ndarray
+    backlog: np.ndarray  # (B,) start-of-slot backlog the slot's decisions saw
+    subsets: np.ndarray  # (n, B)
+    fractions: np.ndarray  # (n, B)
+    makespan: np.ndarray  # raw make-span
+    failed: np.ndarray
+    reward: np.ndarray
+    next_backlog: np.ndarray  # (B,) backlog at the start of the next slot
+    next_sizes: np.ndarray  # (B, N) task sizes of the next slot (0 = no task)
+
+
+@runtime_checkable
+class SchedulerLike(Protocol):
+    def decide(self, obs: Observation) -> Any: ...
+
+
+class Scheduler:
+    """Base class with no-op hooks. Subclasses implement ``decide`` (and optionally ``decide_slot``)."""
+
+    name: str = "scheduler"
+    decide_slot = None  # set to a method to opt in to slot-batched decisions
+
+    def __init__(self, scenario: "Scenario", rng: np.random.Generator | None = None, **options: Any):
+        if options:
+            raise SchedulerError(f"scheduler {self.name!r}: unknown options {sorted(options)}")
+        self.scenario = scenario
+        self.rng = rng if rng is not None else np.random.default_rng(scenario.seed)
+
+    def decide(self, obs: Observation) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_slot_end(self, feedback: SlotFeedback) -> None:
+        """Called after every slot with the slot's decisions and rewards."""
+
+    def on_episode_end(self, episode: int, metrics: dict[str, float]) -> None:
+        """Called after every episode with its metrics."""
+
+    def train(self, flag: bool = True) -> None:
+        """Switch between learning (True) and evaluation (False)."""
+
+    def save(self, path: str) -> None:
+        """Save learned parameters under ``path`` (a directory)."""
+
+    def load(self, path: str) -> None:
+        """Load parameters saved by ``save``."""
+
+
+# -- finding plugins -----------------------------------------------------------------------------
+def available_schedulers() -> dict[str, Any]:
+    """Entry points of every installed scheduler plugin, by name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve_scheduler(name: str) -> type:
+    """The scheduler class for a registered name or an import path ``package.module:ClassName``."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise SchedulerError(f"scheduler {name!r}: cannot import module {module_name!r}: {err}") from None
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise SchedulerError(f"scheduler {name!r}: module {module_name!r} has no attribute {attr!r}") from None
+    registry = available_schedulers()
+    if name not in registry:
+        known = ", ".join(sorted(registry)) or "(none installed)"
+        raise SchedulerError(
+            f"scheduler {name!r} is not registered; known: {known}; or give an import path package.module:ClassName"
+        )
+    return registry[name].load()
+
+
+def make_scheduler(name: str, scenario: "Scenario", rng: np.random.Generator | None = None, **options: Any):
+    """Build a scheduler by name; the instance's ``name`` is set to what the user asked for."""
+    cls = resolve_scheduler(name)
+    scheduler = cls(scenario, rng=rng, **options)
+    if not isinstance(scheduler, SchedulerLike):
+        raise SchedulerError(f"scheduler {name!r}: {cls!r} has no decide(observation) method")
+    try:
+        scheduler.name = name
+    except AttributeError:
+        pass
+    return scheduler
+
+
+# -- validating decisions ------------------------------------------------------------------------
+def normalise_decision(raw: Any, n_servers: int, scheduler_name: str) -> Decision:
+    """Turn a scheduler's return value into a checked `Decision`, or raise `SchedulerError`."""
+    if isinstance(raw, Decision):
+        subset = _as_vector(raw.subset, n_servers, scheduler_name, "subset")
+        if raw.fractions is None:
+            if not np.all((subset == 0) | (subset == 1)) or subset.sum() < 1:
+                raise SchedulerError(
+                    f"scheduler {scheduler_name!r} returned subset {subset.tolist()}: "
+                    f"need 0/1 entries with at least one server chosen"
+                )
+            return Decision(subset, None)
+        fractions = _check_fractions(raw.fractions, n_servers, scheduler_name)
+        if np.any((fractions > 0) & (subset == 0)):
+            raise SchedulerError(
+                f"scheduler {scheduler_name!r} gave fractions {fractions.tolist()} outside its subset {subset.tolist()}"
+            )
+        return Decision((subset > 0).astype(float), fractions)
+    fractions = _check_fractions(raw, n_servers, scheduler_name)
+    return Decision((fractions > 0).astype(float), fractions)
+
+
+def _as_vector(value: Any, n_servers: int, scheduler_name: str, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise SchedulerError(f"scheduler {scheduler_name!r} returned {what} {value!r}: not numeric") from None
+    if arr.shape != (n_servers,):
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} returned {what} of shape {arr.shape}: need ({n_servers},), one per edge server"
+        )
+    if not np.all(np.isfinite(arr)):
+        raise SchedulerError(f"scheduler {scheduler_name!r} returned non-finite {what} {arr.tolist()}")
+    return arr
+
+
+def _check_fractions(value: Any, n_servers: int, scheduler_name: str) -> np.ndarray:
+    fractions = _as_vector(value, n_servers, scheduler_name, "fractions")
+    if np.any(fractions < 0):
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} returned negative fractions {fractions.tolist()}: each must be >= 0"
+        )
+    total = fractions.sum()
+    if abs(total - 1.0) > FRACTION_TOLERANCE:
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} returned fractions {fractions.tolist()} summing to {total:.9g}: "
+            f"they must sum to 1 (within {FRACTION_TOLERANCE})"
+        )
+    return fractions
+
+
+def check_slot_decision(raw: Any, n_tasks: int, n_servers: int, scheduler_name: str) -> Decision:
+    """Validate a batched decision from ``decide_slot``: subsets (n, B) and optional fractions (n, B)."""
+    if not isinstance(raw, Decision):
+        raw = Decision(np.asarray(raw, dtype=float) > 0, np.asarray(raw, dtype=float))
+    subsets = np.asarray(raw.subset, dtype=float)
+    if subsets.shape != (n_tasks, n_servers):
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r}: decide_slot returned subsets of shape {subsets.shape}, "
+            f"need ({n_tasks}, {n_servers})"
+        )
+    if not np.all((subsets == 0) | (subsets == 1)) or np.any(subsets.sum(axis=1) < 1):
+        bad = int(np.flatnonzero(~np.all((subsets == 0) | (subsets == 1), axis=1) | (subsets.sum(axis=1) < 1))[0])
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r}: decide_slot subset of task {bad} is {subsets[bad].tolist()}: "
+            f"need 0/1 entries with at least one server"
+        )
+    if raw.fractions is None:
+        return Decision(subsets, None)
+    fractions = np.asarray(raw.fractions, dtype=float)
+    if fractions.shape != subsets.shape:
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r}: decide_slot fractions of shape {fractions.shape}, need {subsets.shape}"
+        )
+    bad_rows = ~np.isfinite(fractions).all(axis=1) | (fractions < 0).any(axis=1)
+    bad_rows |= np.abs(fractions.sum(axis=1) - 1.0) > FRACTION_TOLERANCE
+    bad_rows |= ((fractions > 0) & (subsets == 0)).any(axis=1)
+    if bad_rows.any():
+        k = int(np.flatnonzero(bad_rows)[0])
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r}: decide_slot fractions of task {k} are {fractions[k].tolist()} "
+            f"for subset {subsets[k].tolist()}: need finite values >= 0, inside the subset, summing to 1"
+        )
+    return Decision(subsets, fractions)

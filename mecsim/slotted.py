@@ -1,0 +1,183 @@
+"""The slotted delay model: the reference's per-task accounting as pure array functions.
+
+State per slot (spec §1.3): ``backlog`` Q(t), the backlog at the start of the slot;
+``assigned`` Q'(t), work assigned during the slot so far; ``tau`` τ_b(t), the upload
+time already committed by each source BS during the slot. All in Gcycles or seconds.
+
+A task at BS ``b`` with size ``d`` (Mbit) and density ``rho`` (Gcycles/Mbit) sees, for each
+server i (spec §1.4):
+
+    wait W_i      = (Q_i + Q'_i)/f_i  (+ τ_b if i is remote, or for the local server
+                    when ``local_wait_includes_tau``), clipped to the deadline when
+                    ``wait_clip_to_deadline``
+    duration D_i  = d·ρ/f_i (+ d/r_i if remote)            -- the whole task alone on i
+    split D_i     = D_i (+ d/r_b for the local server when ``local_upload_in_split``)
+
+A decision is a ``subset`` mask and ``fractions``. With one member the make-span is
+W_i + D_i; with more it is max over members of W_i + x_i·D_i (split durations), the
+members including zero-fraction ones when ``makespan_counts_idle`` (the reference).
+
+Every function is pure and takes the array namespace ``xp``, so the compiled kernel
+(`jax.numpy`, `lax.scan` over tasks) runs exactly these equations.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .allocation import allocate, finish_times
+from .config import Scenario
+
+
+class SlotState(NamedTuple):
+    backlog: np.ndarray  # Q(t), Gcycles, at the start of the slot
+    assigned: np.ndarray  # Q'(t), Gcycles assigned during the slot so far
+    tau: np.ndarray  # τ_b(t), seconds of upload committed by each source BS this slot
+
+
+class SlottedParams(NamedTuple):
+    """Static parameters of the slotted model (Python scalars and flags, arrays for f and r)."""
+
+    capacities: np.ndarray
+    rates: np.ndarray
+    slot_length: float
+    deadline: float
+    wait_clip_to_deadline: bool
+    local_wait_includes_tau: bool
+    local_upload_in_split: bool
+    tau_counts_local: bool
+    tau_clamp: str
+    fail_penalty: float
+    makespan_counts_idle: bool
+    enqueue_failed_work: bool
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> "SlottedParams":
+        v = scenario.variant
+        return cls(
+            capacities=np.asarray(scenario.capacities, dtype=float),
+            rates=np.asarray(scenario.rates, dtype=float),
+            slot_length=scenario.slot_length,
+            deadline=scenario.deadline,
+            wait_clip_to_deadline=v.wait_clip_to_deadline,
+            local_wait_includes_tau=v.local_wait_includes_tau,
+            local_upload_in_split=v.local_upload_in_split,
+            tau_counts_local=v.tau_counts_local,
+            tau_clamp=v.tau_clamp,
+            fail_penalty=v.fail_penalty,
+            makespan_counts_idle=v.makespan_counts_idle,
+            enqueue_failed_work=v.enqueue_failed_work,
+        )
+
+
+def initial_state(n_servers: int, xp=np) -> SlotState:
+    zeros = xp.zeros(n_servers)
+    return SlotState(zeros, zeros, zeros)
+
+
+def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
+    """(wait, duration, split_duration) of the task on every server, each of shape (B,).
+
+    Broadcasts over a leading task axis: ``b``, ``size``, ``density`` of shape (n,) and
+    state fields of shape (n, B) give terms of shape (n, B).
+    """
+    n = p.capacities.shape[0]
+    b = xp.asarray(b)[..., None]
+    size = xp.asarray(size)[..., None]
+    density = xp.asarray(density)[..., None]
+    local = xp.arange(n) == b
+    tau_b = xp.sum(xp.where(local, state.tau, 0.0), axis=-1, keepdims=True)
+    wait = (state.backlog + state.assigned) / p.capacities
+    wait = wait + (tau_b if p.local_wait_includes_tau else xp.where(local, 0.0, tau_b))
+    if p.wait_clip_to_deadline:
+        wait = xp.minimum(wait, p.deadline)
+    compute = size * density / p.capacities
+    upload = size / p.rates
+    duration = compute + xp.where(local, 0.0, upload)
+    split_duration = compute + upload if p.local_upload_in_split else duration
+    return wait, duration, split_duration
+
+
+def makespan(wait, duration, split_duration, subset, fractions, p: SlottedParams, xp=np):
+    """Make-span of one decision (raw, before the deadline cap); broadcasts over a leading task axis."""
+    single = xp.sum(subset, axis=-1) == 1
+    alone = xp.sum(xp.where(subset > 0, wait + duration, 0.0), axis=-1)
+    split = finish_times(wait, split_duration, fractions, subset, p.makespan_counts_idle, xp)
+    return xp.where(single, alone, split)
+
+
+def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np):
+    """Execute one decision: returns (new state, raw make-span, failed, reward)."""
+    wait, duration, split_duration = delay_terms(state, b, size, density, p, xp)
+    span = makespan(wait, duration, split_duration, subset, fractions, p, xp)
+    return commit_task(state, b, size, density, subset, fractions, span, p, xp)
+
+
+def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: SlottedParams, xp=np):
+    """State update after a decision whose raw make-span is ``span`` (spec §1.4, last steps)."""
+    n = p.capacities.shape[0]
+    local = xp.arange(n) == b
+    failed = span > p.deadline
+    keep = 1.0 if p.enqueue_failed_work else xp.where(failed, 0.0, 1.0)
+
+    counted = (subset > 0) & (True if p.tau_counts_local else ~local)
+    tau_b = state.tau[b] + keep * xp.sum(xp.where(counted, fractions * size / p.rates, 0.0))
+    split = xp.sum(subset) > 1
+    if p.tau_clamp == "always":
+        tau_b = xp.minimum(tau_b, p.slot_length)
+    elif p.tau_clamp == "multi":
+        tau_b = xp.where(split, xp.minimum(tau_b, p.slot_length), tau_b)
+    tau = xp.where(local, tau_b, state.tau)
+
+    assigned = state.assigned + keep * fractions * size * density
+    reward = xp.where(failed, -p.fail_penalty * p.deadline, -span)
+    return SlotState(state.backlog, assigned, tau), span, failed, reward
+
+
+def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: SlottedParams):
+    """All decisions of one slot at once (NumPy), bit-identical to `apply_task` in a loop.
+
+    Valid when every decision carries explicit fractions, failed work is enqueued and no
+    τ clamp binds; returns None otherwise so the caller falls back to the task loop.
+    Running sums are formed left to right exactly as the loop adds them.
+    """
+    if not p.enqueue_failed_work:
+        return None
+    n_tasks, n = subsets.shape
+    local = np.arange(n) == b[:, None]
+    work = fractions * (size * density)[:, None]
+    assigned = np.cumsum(np.vstack([state.assigned, work]), axis=0)
+    counted = (subsets > 0) & (True if p.tau_counts_local else ~local)
+    upload = np.sum(np.where(counted, fractions * size[:, None] / p.rates, 0.0), axis=1)
+    tau = np.cumsum(np.vstack([state.tau, np.where(local, upload[:, None], 0.0)]), axis=0)
+    if p.tau_clamp != "none" and np.any(tau > p.slot_length):
+        return None
+    before = SlotState(state.backlog, assigned[:-1], tau[:-1])
+    wait, duration, split_duration = delay_terms(before, b, size, density, p)
+    span = makespan(wait, duration, split_duration, subsets, fractions, p)
+    failed = span > p.deadline
+    reward = np.where(failed, -p.fail_penalty * p.deadline, -span)
+    return SlotState(state.backlog, assigned[-1], tau[-1]), span, failed, reward
+
+
+def end_slot(state: SlotState, p: SlottedParams, xp=np):
+    """Fluid drain at the end of a slot (spec §1.5): returns (next state, work served this slot)."""
+    total = state.backlog + state.assigned
+    capacity = p.capacities * p.slot_length
+    served = xp.minimum(total, capacity)
+    zeros = xp.zeros_like(total)
+    return SlotState(total - served, zeros, zeros), served
+
+
+def evaluate_subsets(wait, duration, split_duration, masks, rule: str, p: SlottedParams, xp=np):
+    """Fractions and make-spans of every subset in ``masks`` under an allocation rule.
+
+    Singletons get the whole task (their make-span uses the unsplit duration), as in the reference.
+    """
+    fractions = allocate(rule, wait, split_duration, masks, xp)
+    single = xp.sum(masks, axis=-1) == 1
+    fractions = xp.where(single[..., None], masks, fractions)
+    split_spans = finish_times(wait, split_duration, fractions, masks, p.makespan_counts_idle, xp)
+    alone = xp.sum(masks * (wait + duration), axis=-1)
+    return fractions, xp.where(single, alone, split_spans)
