@@ -1,0 +1,3 @@
+from mecsim.cli import main
+
+main()

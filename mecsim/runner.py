@@ -1,0 +1,111 @@
+"""Run a scheduler for some episodes and produce the tidy per-episode table (and per-task table)."""
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import __version__
+from .arrivals import stream
+from .config import Scenario
+from .engine import Simulation
+from .scheduling import make_scheduler
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the source tree the package runs from ('unknown' outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(scenario: Scenario) -> dict[str, Any]:
+    return {"mecsim_version": __version__, "git_commit": git_commit(), "config_hash": scenario.config_hash()}
+
+
+def episode_row(scenario: Scenario, scheduler: str, episode: int, phase: str, metrics: dict, wall_time: float | None):
+    row: dict[str, Any] = {
+        "scheduler": scheduler,
+        "model": scenario.model,
+        "preset": scenario.preset,
+        "seed": scenario.seed,
+        "episode": episode,
+        "phase": phase,
+    }
+    row.update(metrics)
+    if wall_time is not None:
+        row["wall_time_s"] = wall_time
+    for key, value in scenario.flat().items():
+        row.setdefault(key, list(value) if isinstance(value, (list, tuple)) else value)
+    row.update(provenance(scenario))
+    return row
+
+
+def run_episodes(
+    simulation: Simulation,
+    scheduler_name: str,
+    episodes: int,
+    *,
+    phase: str = "online",
+    first_episode: int = 0,
+    stream_name: str = "arrivals",
+    keep_tasks: bool = False,
+    timing: bool = True,
+    progress: bool | None = None,
+    on_episode: Callable[[dict], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Run ``episodes`` episodes on ``simulation``; returns (episode table, task table or None)."""
+    scenario = simulation.scenario
+    rows, task_frames = [], []
+    bar = tqdm(
+        range(first_episode, first_episode + episodes),
+        desc=f"{scheduler_name} [{scenario.model}, {phase}]",
+        unit="ep",
+        disable=None if progress is None else not progress,  # None: only on a terminal
+        leave=False,
+    )
+    for episode in bar:
+        result = simulation.run_episode(episode, stream=stream_name)
+        row = episode_row(scenario, scheduler_name, episode, phase, result.metrics, result.wall_time if timing else None)
+        rows.append(row)
+        if on_episode is not None:
+            on_episode(row)
+        if keep_tasks:
+            task_frames.append(
+                result.log.frame(scheduler=scheduler_name, model=scenario.model, seed=scenario.seed, phase=phase)
+            )
+        recent = [r["mean_makespan"] for r in rows[-50:]]
+        bar.set_postfix(makespan=f"{np.mean(recent):.4f}", fail=f"{row['failure_rate']:.3f}")
+    episodes_df = pd.DataFrame(rows)
+    tasks_df = pd.concat(task_frames, ignore_index=True) if keep_tasks and task_frames else None
+    return episodes_df, tasks_df
+
+
+def run(
+    scenario: Scenario,
+    scheduler_name: str,
+    episodes: int,
+    *,
+    scheduler_options: dict[str, Any] | None = None,
+    checkpoint: str | None = None,
+    **kwargs: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Build the named scheduler with its own seeded stream and run ``episodes`` episodes."""
+    scheduler = make_scheduler(
+        scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **(scheduler_options or {})
+    )
+    if checkpoint is not None:
+        scheduler.load(checkpoint)
+        scheduler.train(False)
+    return run_episodes(Simulation(scenario, scheduler), scheduler_name, episodes, **kwargs)
