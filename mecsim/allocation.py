@@ -40,16 +40,16 @@ def cwa(wait, duration, masks, xp=np):
 
     Unconstrained solution: T = (1 + Σ W/D) / Σ 1/D and x_i = (T - W_i)/D_i (spec §2.1).
     """
-    inv_d = 1.0 / duration
-    t_full = (1.0 + masks @ (wait * inv_d)) / (masks @ inv_d)
-    x = xp.maximum(masks * (t_full[..., None] - wait) * inv_d, 0.0)
-    return x / xp.sum(x, axis=-1, keepdims=True)
+    member_inv_d = masks * (1.0 / duration)  # 1/D_i for members, 0 elsewhere
+    t_full = (1.0 + member_inv_d @ wait) / member_inv_d.sum(axis=-1)
+    x = xp.maximum((t_full[..., None] - wait) * member_inv_d, 0.0)
+    return x / x.sum(axis=-1, keepdims=True)
 
 
 def hecwa(wait, duration, masks, xp=np):
     """High-efficiency CWA: x_i ∝ 1/D_i, ignoring waits (spec §2.2)."""
     weights = masks * (1.0 / duration)
-    return weights / xp.sum(weights, axis=-1, keepdims=True)
+    return weights / weights.sum(axis=-1, keepdims=True)
 
 
 def waterfill(wait, duration, masks, xp=np):
@@ -66,14 +66,18 @@ def waterfill(wait, duration, masks, xp=np):
     admissible = admissible | (xp.arange(wait.shape[-1]) == first[..., None])
     last = wait.shape[-1] - 1 - xp.argmax(admissible[..., ::-1], axis=-1)
     t_star = xp.take_along_axis(level, last[..., None], axis=-1)
-    return masks * xp.maximum(t_star - wait, 0.0) / duration
+    x = masks * xp.maximum(t_star - wait, 0.0) / duration
+    return x / x.sum(axis=-1, keepdims=True)  # sums to 1 up to rounding already; make it exact
 
 
 ALLOCATORS: dict[str, Callable] = {"cwa": cwa, "hecwa": hecwa, "waterfill": waterfill}
 
 
 def allocate(rule: str, wait, duration, masks, xp=np):
-    """Fractions for every subset row of ``masks`` under the named rule; singletons always get x = 1."""
+    """Fractions for every subset row of ``masks`` under the named rule.
+
+    Every rule ends by dividing by the row sum, so a singleton gets exactly x = 1 (v / v).
+    """
     try:
         fn = ALLOCATORS[rule]
     except KeyError:
@@ -86,6 +90,7 @@ def finish_times(wait, duration, fractions, masks, counts_idle: bool = True, xp=
 
     With ``counts_idle`` (the reference's metric) a member whose fraction is 0 still
     contributes its wait; otherwise only members with positive fractions count.
+    Finish times are >= 0, so masking by a 0/1 product leaves the maximum unchanged.
     """
-    members = masks > 0 if counts_idle else fractions > 0
-    return xp.max(xp.where(members, wait + fractions * duration, -xp.inf), axis=-1)
+    members = masks if counts_idle else fractions > 0
+    return ((wait + fractions * duration) * members).max(axis=-1)

@@ -17,6 +17,7 @@ path ``package.module:ClassName`` (a user's own file on the Python path works as
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -36,9 +37,9 @@ class SchedulerError(ValueError):
     """A scheduler returned an invalid decision, or could not be found or built."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Observation:
-    """What a scheduler sees when one task arrives.
+    """What a scheduler sees when one task arrives (read-only by convention; not frozen, for speed).
 
     ``wait``, ``duration`` and ``split_duration`` are the delay model's terms: a fraction
     x_i sent to server i is expected to finish ``wait[i] + x_i * duration[i]`` seconds
@@ -217,23 +218,23 @@ def make_scheduler(name: str, scenario: "Scenario", rng: np.random.Generator | N
 # -- validating decisions ------------------------------------------------------------------------
 def normalise_decision(raw: Any, n_servers: int, scheduler_name: str) -> Decision:
     """Turn a scheduler's return value into a checked `Decision`, or raise `SchedulerError`."""
-    if isinstance(raw, Decision):
-        subset = _as_vector(raw.subset, n_servers, scheduler_name, "subset")
-        if raw.fractions is None:
-            if not np.all((subset == 0) | (subset == 1)) or subset.sum() < 1:
-                raise SchedulerError(
-                    f"scheduler {scheduler_name!r} returned subset {subset.tolist()}: "
-                    f"need 0/1 entries with at least one server chosen"
-                )
-            return Decision(subset, None)
-        fractions = _check_fractions(raw.fractions, n_servers, scheduler_name)
-        if np.any((fractions > 0) & (subset == 0)):
-            raise SchedulerError(
-                f"scheduler {scheduler_name!r} gave fractions {fractions.tolist()} outside its subset {subset.tolist()}"
-            )
-        return Decision((subset > 0).astype(float), fractions)
-    fractions = _check_fractions(raw, n_servers, scheduler_name)
-    return Decision((fractions > 0).astype(float), fractions)
+    if not isinstance(raw, Decision):
+        fractions = _check_fractions(raw, n_servers, scheduler_name)
+        return Decision((fractions > 0).astype(float), fractions)
+    subset = _as_vector(raw.subset, n_servers, scheduler_name, "subset")
+    if (subset * (subset - 1.0)).any() or subset.max() != 1:  # entries must be 0 or 1, at least one 1
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} returned subset {subset.tolist()}: "
+            f"need 0/1 entries with at least one server chosen"
+        )
+    if raw.fractions is None:
+        return Decision(subset, None)
+    fractions = _check_fractions(raw.fractions, n_servers, scheduler_name)
+    if fractions[subset == 0].any():
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} gave fractions {fractions.tolist()} outside its subset {subset.tolist()}"
+        )
+    return Decision(subset, fractions)
 
 
 def _as_vector(value: Any, n_servers: int, scheduler_name: str, what: str) -> np.ndarray:
@@ -245,18 +246,18 @@ def _as_vector(value: Any, n_servers: int, scheduler_name: str, what: str) -> np
         raise SchedulerError(
             f"scheduler {scheduler_name!r} returned {what} of shape {arr.shape}: need ({n_servers},), one per edge server"
         )
-    if not np.all(np.isfinite(arr)):
-        raise SchedulerError(f"scheduler {scheduler_name!r} returned non-finite {what} {arr.tolist()}")
     return arr
 
 
 def _check_fractions(value: Any, n_servers: int, scheduler_name: str) -> np.ndarray:
     fractions = _as_vector(value, n_servers, scheduler_name, "fractions")
-    if np.any(fractions < 0):
+    total = float(fractions.sum())  # NaN or inf anywhere makes the sum non-finite
+    if not math.isfinite(total):
+        raise SchedulerError(f"scheduler {scheduler_name!r} returned non-finite fractions {fractions.tolist()}")
+    if fractions.min() < 0:
         raise SchedulerError(
             f"scheduler {scheduler_name!r} returned negative fractions {fractions.tolist()}: each must be >= 0"
         )
-    total = fractions.sum()
     if abs(total - 1.0) > FRACTION_TOLERANCE:
         raise SchedulerError(
             f"scheduler {scheduler_name!r} returned fractions {fractions.tolist()} summing to {total:.9g}: "

@@ -51,11 +51,16 @@ class SlottedParams(NamedTuple):
     fail_penalty: float
     makespan_counts_idle: bool
     enqueue_failed_work: bool
+    local_masks: np.ndarray  # (B, B) bool, row b: the local server of BS b
+    remote_masks: np.ndarray  # (B, B) 0/1 floats, row b: the servers remote from BS b
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> "SlottedParams":
         v = scenario.variant
+        eye = np.eye(scenario.n_bs)
         return cls(
+            local_masks=eye > 0,
+            remote_masks=1.0 - eye,
             capacities=np.asarray(scenario.capacities, dtype=float),
             rates=np.asarray(scenario.rates, dtype=float),
             slot_length=scenario.slot_length,
@@ -80,31 +85,36 @@ def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
     """(wait, duration, split_duration) of the task on every server, each of shape (B,).
 
     Broadcasts over a leading task axis: ``b``, ``size``, ``density`` of shape (n,) and
-    state fields of shape (n, B) give terms of shape (n, B).
+    state fields of shape (n, B) give terms of shape (n, B). Masking is by exact 0/1
+    products, so the scalar and batched forms give identical bits.
     """
-    n = p.capacities.shape[0]
-    b = xp.asarray(b)[..., None]
-    size = xp.asarray(size)[..., None]
-    density = xp.asarray(density)[..., None]
-    local = xp.arange(n) == b
-    tau_b = xp.sum(xp.where(local, state.tau, 0.0), axis=-1, keepdims=True)
+    remote = p.remote_masks[b]
+    if getattr(b, "ndim", 0):  # a batch of tasks
+        tau_b = xp.take_along_axis(state.tau, xp.asarray(b)[:, None], axis=-1)
+        size, work = size[:, None], (size * density)[:, None]
+    else:
+        tau_b, work = state.tau[b], size * density
     wait = (state.backlog + state.assigned) / p.capacities
-    wait = wait + (tau_b if p.local_wait_includes_tau else xp.where(local, 0.0, tau_b))
+    wait = wait + (tau_b if p.local_wait_includes_tau else tau_b * remote)
     if p.wait_clip_to_deadline:
         wait = xp.minimum(wait, p.deadline)
-    compute = size * density / p.capacities
+    compute = work / p.capacities
     upload = size / p.rates
-    duration = compute + xp.where(local, 0.0, upload)
+    duration = compute + upload * remote
     split_duration = compute + upload if p.local_upload_in_split else duration
     return wait, duration, split_duration
 
 
 def makespan(wait, duration, split_duration, subset, fractions, p: SlottedParams, xp=np):
-    """Make-span of one decision (raw, before the deadline cap); broadcasts over a leading task axis."""
-    single = xp.sum(subset, axis=-1) == 1
-    alone = xp.sum(xp.where(subset > 0, wait + duration, 0.0), axis=-1)
-    split = finish_times(wait, split_duration, fractions, subset, p.makespan_counts_idle, xp)
-    return xp.where(single, alone, split)
+    """Make-span of one decision (raw, before the deadline cap); broadcasts over a leading task axis.
+
+    A one-server decision runs the whole task (x = 1) with the unsplit duration.
+    """
+    single = subset.sum(axis=-1, keepdims=True) == 1
+    fractions = xp.where(single, subset, fractions)
+    if split_duration is not duration:
+        duration = xp.where(single, duration, split_duration)
+    return finish_times(wait, duration, fractions, subset, p.makespan_counts_idle, xp)
 
 
 def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np):
@@ -116,23 +126,21 @@ def apply_task(state: SlotState, b, size, density, subset, fractions, p: Slotted
 
 def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: SlottedParams, xp=np):
     """State update after a decision whose raw make-span is ``span`` (spec §1.4, last steps)."""
-    n = p.capacities.shape[0]
-    local = xp.arange(n) == b
     failed = span > p.deadline
-    keep = 1.0 if p.enqueue_failed_work else xp.where(failed, 0.0, 1.0)
-
-    counted = (subset > 0) & (True if p.tau_counts_local else ~local)
-    tau_b = state.tau[b] + keep * xp.sum(xp.where(counted, fractions * size / p.rates, 0.0))
-    split = xp.sum(subset) > 1
+    # fractions are 0 outside the subset, so only the local share needs masking
+    upload = fractions * size / p.rates
+    tau_b = state.tau[b] + (upload if p.tau_counts_local else upload * p.remote_masks[b]).sum()
+    work = fractions * (size * density)
+    if not p.enqueue_failed_work:
+        tau_b = xp.where(failed, state.tau[b], tau_b)
+        work = xp.where(failed, 0.0, work)
     if p.tau_clamp == "always":
         tau_b = xp.minimum(tau_b, p.slot_length)
     elif p.tau_clamp == "multi":
-        tau_b = xp.where(split, xp.minimum(tau_b, p.slot_length), tau_b)
-    tau = xp.where(local, tau_b, state.tau)
-
-    assigned = state.assigned + keep * fractions * size * density
+        tau_b = xp.where(subset.sum() > 1, xp.minimum(tau_b, p.slot_length), tau_b)
+    tau = xp.where(p.local_masks[b], tau_b, state.tau)
     reward = xp.where(failed, -p.fail_penalty * p.deadline, -span)
-    return SlotState(state.backlog, assigned, tau), span, failed, reward
+    return SlotState(state.backlog, state.assigned + work, tau), span, failed, reward
 
 
 def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: SlottedParams):
@@ -144,13 +152,11 @@ def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: Slotte
     """
     if not p.enqueue_failed_work:
         return None
-    n_tasks, n = subsets.shape
-    local = np.arange(n) == b[:, None]
     work = fractions * (size * density)[:, None]
     assigned = np.cumsum(np.vstack([state.assigned, work]), axis=0)
-    counted = (subsets > 0) & (True if p.tau_counts_local else ~local)
-    upload = np.sum(np.where(counted, fractions * size[:, None] / p.rates, 0.0), axis=1)
-    tau = np.cumsum(np.vstack([state.tau, np.where(local, upload[:, None], 0.0)]), axis=0)
+    upload = fractions * size[:, None] / p.rates
+    upload = (upload if p.tau_counts_local else upload * p.remote_masks[b]).sum(axis=1)
+    tau = np.cumsum(np.vstack([state.tau, np.where(p.local_masks[b], upload[:, None], 0.0)]), axis=0)
     if p.tau_clamp != "none" and np.any(tau > p.slot_length):
         return None
     before = SlotState(state.backlog, assigned[:-1], tau[:-1])
@@ -173,11 +179,10 @@ def end_slot(state: SlotState, p: SlottedParams, xp=np):
 def evaluate_subsets(wait, duration, split_duration, masks, rule: str, p: SlottedParams, xp=np):
     """Fractions and make-spans of every subset in ``masks`` under an allocation rule.
 
-    Singletons get the whole task (their make-span uses the unsplit duration), as in the reference.
+    Singletons get the whole task (every rule gives them exactly x = 1) and their
+    make-span uses the unsplit duration, as in the reference.
     """
     fractions = allocate(rule, wait, split_duration, masks, xp)
-    single = xp.sum(masks, axis=-1) == 1
-    fractions = xp.where(single[..., None], masks, fractions)
-    split_spans = finish_times(wait, split_duration, fractions, masks, p.makespan_counts_idle, xp)
-    alone = xp.sum(masks * (wait + duration), axis=-1)
-    return fractions, xp.where(single, alone, split_spans)
+    if split_duration is not duration:
+        split_duration = xp.where(masks.sum(axis=-1, keepdims=True) == 1, duration, split_duration)
+    return fractions, finish_times(wait, split_duration, fractions, masks, p.makespan_counts_idle, xp)

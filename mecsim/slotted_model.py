@@ -31,6 +31,7 @@ class SlottedModel:
         self.state = slotted.initial_state(self.n)
         self.served = np.zeros(self.n)
         self.wants_feedback = _overrides(scheduler, "on_slot_end")
+        self._remote = 1.0 - np.eye(self.n)  # row b: 1 for the servers remote from BS b
 
     # -- SimPy process -----------------------------------------------------------------------------
     def process(self, env: simpy.Environment, trace: Trace, log: TaskLog):
@@ -82,7 +83,7 @@ class SlottedModel:
             density=density,
             backlog=state.backlog,
             current_backlog=state.backlog + state.assigned,
-            tx_backlog=np.where(np.arange(self.n) == b, 0.0, state.tau[b]),
+            tx_backlog=self._remote[b] * state.tau[b],
             wait=wait,
             duration=duration,
             split_duration=split_duration,
