@@ -1,7 +1,8 @@
-"""Command line: ``mecsim run``, ``mecsim schedulers``, ``mecsim config``."""
+"""Command line: ``mecsim run``, ``mecsim train``, ``mecsim schedulers``, ``mecsim config``."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -36,6 +37,9 @@ class _Errors(click.Group):
 @click.version_option(package_name="mecsim")
 def main() -> None:
     """mecsim: collaborative mobile edge computing for AIGC services, with pluggable schedulers."""
+    # like `python -m`, let --scheduler my_module:MyClass find a user's file in the working directory
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 config_option = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), help="scenario TOML file")
@@ -80,6 +84,43 @@ def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpo
     fail = episodes_df["failure_rate"].mean()
     click.echo(f"{scheduler} [{scenario.model}, preset {scenario.preset}, seed {scenario.seed}]: "
                f"mean make-span {mean:.4f} s, failure rate {fail:.4f} over {episodes} episode(s) -> {out}")
+
+
+@main.command("train")
+@click.option("--scheduler", required=True, help="a learning scheduler: amcoedge, drlcoedge, smcoedge, smcoedge-topk, ...")
+@click.option("--episodes", type=click.IntRange(min=1), required=True, help="online training episodes")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory (episodes.parquet, checkpoint/)")
+@click.option("--eval-episodes", type=click.IntRange(min=0), default=10, show_default=True, help="greedy episodes on fresh traces after training")
+@config_option
+@set_option
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="scheduler option (repeatable), e.g. lr=0.001")
+@click.option("--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal")
+@click.option("--model", type=click.Choice(["slotted", "event"]), default=None, help="delay model (default: the scenario's)")
+@click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
+def train_command(scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing) -> None:
+    """Train a learning scheduler online, evaluate it greedily, save the table and a checkpoint."""
+    from .training import train
+
+    scenario = scenario_from_options(config, sets, model=model, preset=preset, seed=seed)
+    result = train(
+        scenario,
+        scheduler,
+        episodes,
+        out_dir=out,
+        eval_episodes=eval_episodes,
+        options=_overrides(options),
+        progress=None,
+        timing=timing,
+    )
+    last = min(50, episodes)
+    line = (
+        f"{scheduler} [{scenario.model}, preset {scenario.preset}, seed {scenario.seed}]: "
+        f"online make-span (last {last} of {episodes}) {result.online_mean(last):.4f} s"
+    )
+    if eval_episodes:
+        line += f", greedy eval ({eval_episodes} episodes) {result.eval_mean():.4f} s"
+    click.echo(f"{line}; training {result.train_wall_s:.0f} s -> {out}")
 
 
 @main.command()
