@@ -163,9 +163,12 @@ class Scenario(BaseModel):
         """Flat dotted dict of every field, as used for result columns and ``--set`` keys."""
         return _flatten(self.model_dump(mode="json"))
 
-    def replace(self, **overrides: Any) -> "Scenario":
-        """A new validated scenario with dotted-key overrides applied."""
-        return build_scenario(self.model_dump(mode="json", exclude_unset=False) | {}, overrides)
+    def replace(self, overrides: dict[str, Any] | None = None, **fields: Any) -> "Scenario":
+        """A new validated scenario with overrides applied: dotted keys in a dict, or plain keywords.
+
+        A new preset resets the variant flags to that preset's.
+        """
+        return build_scenario(self.model_dump(mode="json"), {**(overrides or {}), **fields})
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
