@@ -1,0 +1,485 @@
+"""The event delay model: real FIFO queues at the edge servers and FIFO links on the core network.
+
+Physics
+-------
+All tasks of slot t arrive at t·Δ and are decided in the reference order (BS 0..B-1,
+then task index 0..N-1, i.e. TaskLog row order). A decision splits a task of size d
+(Mbit) and density ρ (Gcycles/Mbit) into sub-tasks, one per server with a positive
+fraction x_i:
+
+* the local share (i == b) enters the queue of ES b at once;
+* a remote share is first sent over a FIFO link at rate r_i (Mbit/s, indexed by the
+  destination as in the reference) and needs x_i·d/r_i seconds there. With
+  ``link_topology = "pair"`` each (source b, destination i) pair has its own link;
+  with ``"destination"`` every source shares one link into i;
+* each ES i serves its queue one job at a time at f_i Gcycles/s, work-conserving, in
+  order of arrival at the ES (ties in decision order); a job needs x_i·d·ρ Gcycles.
+
+A task ends when its last sub-task ends; its latency is end − arrival.
+
+Deadline policy: ``"keep"`` (the paper) never drops work; a task whose latency exceeds
+the deadline is failed and keeps its raw latency (`TaskLog.makespan` caps it for the
+paper's metric). ``"drop"`` removes, at arrival + deadline, every unfinished sub-task of
+the task wherever it is (link queue, in transmission, ES queue, in service: partial
+service is lost and the server moves on); the task is failed with latency NaN. A task
+that finishes in time is not failed. The reward is −latency, or −fail_penalty·deadline
+for a failed task, as in the slotted model.
+
+Implementation
+--------------
+Links need no process of their own: jobs enter a link in decision order and a job's
+transmission depends only on the jobs ahead of it (and, under "drop", on its own
+deadline), so its delivery time is fixed when it is enqueued. Each remote sub-task is
+one urgent timeout at its delivery instant. Each ES is one SimPy process that sleeps
+on an event while its queue is empty and takes one timeout per job. Arrivals (deliveries
+and slot starts) are processed before service completions of the same instant, and an
+idle server is woken through an ordinary-priority event, so a server always picks the
+earliest arrival present, ties in decision order. Under "drop" a queued job past its
+deadline is discarded when it reaches the head of the queue (taking no time); the
+observed backlog leaves it out as soon as its deadline has passed.
+
+What schedulers see (estimates)
+-------------------------------
+``Observation.backlog`` is the work assigned to each ES and not yet processed at the
+start of the slot (queued, in service, or in transit towards it), in Gcycles;
+``current_backlog`` is the same quantity at the decision, including the slot's earlier
+decisions; ``tx_backlog[i]`` is the time until the link b→i is free (0 for i == b).
+The delay terms are a *linear estimate*, not the outcome: ES wait = current_backlog_i/f_i,
+``wait[i]`` = max(link wait, ES wait) for a remote server and the ES wait for the local
+one, ``duration[i]`` = d·ρ/f_i (+ d/r_i if remote), ``split_duration`` = ``duration``.
+It ignores jobs that will overtake on the way (a later local job can reach an ES before
+an earlier remote one) and, under "drop", work that will be dropped. ``obs.evaluate``
+uses it with the rule that a zero-fraction server does not count in the make-span.
+
+Learner feedback (``on_slot_end``) is given at the end of each slot, just before the
+next slot's arrivals. Tasks already finished report their true latency, failure and
+reward; tasks still running report an estimate: the decision-time make-span estimate,
+raised to the time already elapsed when that is larger, failed if it exceeds the
+deadline. Under "drop" a task expected (or certain) to miss its deadline reports failure
+with latency NaN, as the log will.
+"""
+from __future__ import annotations
+
+import math
+from heapq import heappop, heappush
+
+import numpy as np
+import simpy
+from simpy.events import URGENT, Event, Timeout
+
+from . import slotted
+from .allocation import allocate
+from .arrivals import Trace
+from .config import Scenario
+from .scheduling import (
+    Observation,
+    SlotFeedback,
+    SlotObservation,
+    check_slot_decision,
+    normalise_decision,
+)
+from .slotted_model import _overrides
+from .tasklog import TaskLog
+
+
+class _UrgentTimeout(Timeout):
+    """A timeout processed before ordinary events of the same instant (arrivals before service)."""
+
+    def __init__(self, env: simpy.Environment, delay: float, value=None):
+        self.env = env
+        self.callbacks = []
+        self._value = value
+        self._delay = delay
+        self._ok = True
+        env.schedule(self, URGENT, delay)
+
+
+class EventModel:
+    """Event-driven delay model; see the module docstring for the physics and the estimates."""
+
+    def __init__(self, scenario: Scenario, scheduler):
+        self.scenario = scenario
+        self.scheduler = scheduler
+        self.params = slotted.SlottedParams.from_scenario(scenario)
+        # the estimate used by obs.evaluate: zero-fraction servers do not count in the make-span
+        self._estimate_params = self.params._replace(makespan_counts_idle=False)
+        self.n = n = scenario.n_bs
+        self.wants_feedback = _overrides(scheduler, "on_slot_end")
+        self._name = getattr(scheduler, "name", type(scheduler).__name__)
+        self._caps = [float(f) for f in scenario.capacities]
+        self._rates = [float(r) for r in scenario.rates]
+        self._dt = float(scenario.slot_length)
+        self._deadline = float(scenario.deadline)
+        self._drop = scenario.deadline_policy == "drop"
+        self._pair = scenario.link_topology == "pair"
+        self._penalty = -float(scenario.variant.fail_penalty) * self._deadline
+        self._horizon = scenario.decision_slots * self._dt
+        self._served = [0.0] * n  # Gcycles processed within [0, horizon]
+        self._total = [0.0] * n  # Gcycles processed in all, including after the horizon
+        self.n_recorded = 0  # tasks whose outcome has been written to the log
+
+    @property
+    def served(self) -> np.ndarray:
+        """Gcycles processed by each ES within [0, horizon] (partial service counted)."""
+        return np.array(self._served)
+
+    @property
+    def total_served(self) -> np.ndarray:
+        """Gcycles processed by each ES over the whole run, after the horizon included."""
+        return np.array(self._total)
+
+    # -- setup -------------------------------------------------------------------------------------
+    def _setup(self, env: simpy.Environment, log: TaskLog) -> None:
+        n, n_tasks = self.n, len(log)
+        self._env = env
+        self._log = log
+        self._bs = log.bs.tolist()
+        self._size = log.size.tolist()
+        self._density = log.density.tolist()
+        self._arrival = log.arrival.tolist()
+        self._queues = [[] for _ in range(n)]  # ES heaps of (arrival, seq, work, task, deadline, bucket)
+        self._idle = [None] * n  # the event a sleeping server waits on
+        self._cur_work = [0.0] * n  # job in service: work (0 when idle), start, deadline
+        self._cur_start = [0.0] * n
+        self._cur_deadline = [math.inf] * n
+        self._link_free = [0.0] * (n * n if self._pair else n)  # when each link finishes its last job
+        # Work assigned to each ES and not yet processed, by bucket: one bucket under "keep",
+        # one per slot under "drop" (a slot's bucket leaves the backlog at its deadline).
+        n_buckets = 1 if not self._drop else self.scenario.decision_slots
+        self._pending = [[0.0] * n for _ in range(n_buckets)]
+        self._jobs = [0] * n  # jobs towards / at each ES (keep: reset the bucket to 0 when none left)
+        self._live_from = 0
+        self._seq = 0
+        self._remaining = [0] * n_tasks  # unresolved sub-tasks per task
+        self._last = [0.0] * n_tasks  # latest sub-task end
+        self._dropped = [False] * n_tasks
+        self._finished = np.zeros(n_tasks, dtype=bool)
+        self._estimate = np.full(n_tasks, np.nan)  # decision-time make-span estimate
+
+    # -- SimPy process -----------------------------------------------------------------------------
+    def process(self, env: simpy.Environment, trace: Trace, log: TaskLog):
+        self._setup(env, log)
+        for i in range(self.n):
+            env.process(self._server(env, i))
+        feedback = None
+        for t in range(self.scenario.decision_slots):
+            now = t * self._dt
+            if t:
+                yield _UrgentTimeout(env, max(now - env.now, 0.0))
+            backlog = np.array(self._backlog_now(now))
+            backlog.setflags(write=False)
+            if feedback is not None:
+                self._feedback(*feedback, backlog, trace)
+            self._run_slot(now, t, log, backlog)
+            if self.wants_feedback:
+                feedback = (t, backlog, log)
+        if feedback is not None:
+            yield _UrgentTimeout(env, max(self._horizon - env.now, 0.0))
+            backlog = np.array(self._backlog_now(self._horizon))
+            self._feedback(*feedback, backlog, trace)
+
+    def _run_slot(self, now: float, t: int, log: TaskLog, backlog: np.ndarray) -> None:
+        start, stop = int(log.slot_start[t]), int(log.slot_start[t + 1])
+        decide_slot = getattr(self.scheduler, "decide_slot", None)
+        if decide_slot is not None:
+            if stop > start:
+                self._run_batched(now, t, start, stop, log, backlog, decide_slot)
+            return
+        for k in range(start, stop):
+            self._run_task(now, t, k, log, backlog)
+
+    # -- state seen by schedulers ------------------------------------------------------------------
+    def _backlog_now(self, now: float) -> list[float]:
+        """Gcycles assigned to each ES and not yet processed at ``now`` (a slot start)."""
+        caps, cur_work = self._caps, self._cur_work
+        if self._drop:
+            lo = self._live_from
+            dt, deadline = self._dt, self._deadline
+            while lo < len(self._pending) and lo * dt + deadline <= now:
+                lo += 1
+            self._live_from = lo
+            hi = min(round(now / dt) + 1, len(self._pending))
+            live = self._pending[lo:hi]
+            backlog = [sum(bucket[i] for bucket in live) for i in range(self.n)]
+            cur_deadline = self._cur_deadline
+        else:
+            backlog = list(self._pending[0])
+            cur_deadline = None
+        for i in range(self.n):
+            w = cur_work[i]
+            if w > 0.0 and (cur_deadline is None or cur_deadline[i] > now):
+                done = (now - self._cur_start[i]) * caps[i]
+                backlog[i] -= w if done > w else done
+            if backlog[i] < 0.0:
+                backlog[i] = 0.0
+        return backlog
+
+    def _terms(self, now: float, b: int, size: float, density: float):
+        """Linear delay estimate (wait, duration) and the state behind it, as Python lists."""
+        n, caps, rates = self.n, self._caps, self._rates
+        backlog = self._backlog_now(now)
+        link_free = self._link_free
+        base = b * n if self._pair else 0
+        work = size * density
+        wait, duration, tx = [], [], []
+        for i in range(n):
+            es_wait = backlog[i] / caps[i]
+            compute = work / caps[i]
+            if i == b:
+                tx.append(0.0)
+                wait.append(es_wait)
+                duration.append(compute)
+            else:
+                link_wait = link_free[base + i] - now
+                if link_wait < 0.0:
+                    link_wait = 0.0
+                tx.append(link_wait)
+                wait.append(link_wait if link_wait > es_wait else es_wait)
+                duration.append(compute + size / rates[i])
+        return wait, duration, backlog, tx
+
+    @staticmethod
+    def _span_estimate(wait, duration, fractions) -> float:
+        return max(w + x * d for w, d, x in zip(wait, duration, fractions) if x > 0.0)
+
+    def _evaluate(self, obs: Observation, masks: np.ndarray, rule: str):
+        return slotted.evaluate_subsets(obs.wait, obs.duration, obs.split_duration, masks, rule, self._estimate_params)
+
+    def _allocate(self, subset: np.ndarray, wait, split_duration) -> np.ndarray:
+        if subset.sum() == 1:
+            return subset.astype(float)
+        return allocate(self.scenario.allocation, np.asarray(wait), np.asarray(split_duration), subset[None, :])[0]
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def _run_task(self, now: float, t: int, k: int, log: TaskLog, backlog: np.ndarray) -> None:
+        b, size, density = self._bs[k], self._size[k], self._density[k]
+        wait, duration, current, tx = self._terms(now, b, size, density)
+        wait_a, duration_a = np.array(wait), np.array(duration)
+        obs = Observation(
+            time=now,
+            slot=t,
+            bs=b,
+            task=int(log.task[k]),
+            size=size,
+            density=density,
+            backlog=backlog,
+            current_backlog=np.array(current),
+            tx_backlog=np.array(tx),
+            wait=wait_a,
+            duration=duration_a,
+            split_duration=duration_a,
+            scenario=self.scenario,
+            _evaluator=self._evaluate,
+        )
+        decision = normalise_decision(self.scheduler.decide(obs), self.n, self._name)
+        fractions = decision.fractions
+        if fractions is None:
+            fractions = self._allocate(decision.subset, wait_a, duration_a)
+        log.subset[k] = decision.subset > 0
+        log.fractions[k] = fractions
+        log.decided[k] = True
+        fractions = fractions.tolist()
+        self._estimate[k] = self._span_estimate(wait, duration, fractions)
+        self._commit(now, t, k, b, size, density, fractions)
+
+    def _run_batched(self, now: float, t: int, start: int, stop: int, log: TaskLog, backlog, decide_slot) -> None:
+        rows = slice(start, stop)
+        slot_obs = SlotObservation(
+            time=now,
+            slot=t,
+            bs=log.bs[rows],
+            task=log.task[rows],
+            size=log.size[rows],
+            density=log.density[rows],
+            backlog=backlog,
+            scenario=self.scenario,
+        )
+        decision = check_slot_decision(decide_slot(slot_obs), stop - start, self.n, self._name)
+        log.subset[rows] = decision.subset > 0
+        log.decided[rows] = True
+        bs, sizes, densities = self._bs, self._size, self._density
+        if decision.fractions is not None:
+            log.fractions[rows] = decision.fractions
+            all_fractions = decision.fractions.tolist()
+            for j, k in enumerate(range(start, stop)):
+                fractions = all_fractions[j]
+                if self.wants_feedback:
+                    wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
+                    self._estimate[k] = self._span_estimate(wait, duration, fractions)
+                self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
+            return
+        subsets = decision.subset
+        for j, k in enumerate(range(start, stop)):
+            wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
+            fractions = self._allocate(subsets[j], wait, duration)
+            log.fractions[k] = fractions
+            fractions = fractions.tolist()
+            self._estimate[k] = self._span_estimate(wait, duration, fractions)
+            self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
+
+    # -- execution ---------------------------------------------------------------------------------
+    def _commit(self, now: float, t: int, k: int, b: int, size: float, density: float, fractions) -> None:
+        """Send task ``k``'s sub-tasks on their way (decision instant ``now``)."""
+        env, drop = self._env, self._drop
+        deadline = now + self._deadline
+        bucket = t if drop else 0
+        pending = self._pending[bucket]
+        jobs = self._jobs
+        link_free, rates = self._link_free, self._rates
+        base = b * self.n if self._pair else 0
+        work = size * density
+        n_sub = 0
+        for i, x in enumerate(fractions):
+            if x <= 0.0:
+                continue
+            self._seq += 1
+            w = x * work
+            pending[i] += w  # in transit or queued: part of ES i's backlog
+            if i == b:
+                n_sub += 1
+                jobs[i] += 1
+                self._enqueue(i, (now, self._seq, w, k, deadline, bucket))
+                continue
+            link = base + i
+            begin = link_free[link]
+            if begin < now:
+                begin = now
+            end = begin + x * size / rates[i]
+            if drop and end > deadline:
+                # removed from the link at the deadline: it never reaches ES i, and its bucket
+                # leaves the observed backlog at that instant
+                if begin < deadline:
+                    link_free[link] = deadline
+                self._dropped[k] = True
+                continue
+            link_free[link] = end
+            n_sub += 1
+            jobs[i] += 1
+            delivery = _UrgentTimeout(env, end - now, (i, end, self._seq, w, k, deadline, bucket))
+            delivery.callbacks.append(self._deliver)
+        self._remaining[k] = n_sub
+        if n_sub == 0:
+            self._record(k)
+
+    def _deliver(self, event) -> None:
+        i, end, seq, w, k, deadline, bucket = event._value
+        self._enqueue(i, (end, seq, w, k, deadline, bucket))
+
+    def _enqueue(self, i: int, job: tuple) -> None:
+        heappush(self._queues[i], job)
+        idle = self._idle[i]
+        if idle is not None:
+            self._idle[i] = None
+            idle.succeed()  # ordinary priority: every arrival of this instant is queued first
+
+    def _server(self, env: simpy.Environment, i: int):
+        """ES ``i``: FIFO by arrival at the ES, one job at a time at f_i Gcycles/s."""
+        queue, f = self._queues[i], self._caps[i]
+        drop, horizon = self._drop, self._horizon
+        served, total, jobs = self._served, self._total, self._jobs
+        cur_work, cur_start, cur_deadline = self._cur_work, self._cur_start, self._cur_deadline
+        while True:
+            if not queue:
+                self._idle[i] = idle = Event(env)
+                yield idle
+            _, _, w, k, deadline, bucket = heappop(queue)
+            start = env.now
+            if drop and deadline <= start:
+                jobs[i] -= 1
+                self._subtask_dropped(k)
+                continue
+            cur_work[i], cur_start[i], cur_deadline[i] = w, start, deadline
+            service = w / f
+            if drop and start + service > deadline:
+                yield Timeout(env, deadline - start)
+                cur_work[i] = 0.0
+                total[i] += (deadline - start) * f
+                if start < horizon:
+                    served[i] += ((deadline if deadline < horizon else horizon) - start) * f
+                jobs[i] -= 1
+                self._subtask_dropped(k)
+                continue
+            yield Timeout(env, service)
+            end = env.now
+            cur_work[i] = 0.0
+            total[i] += w
+            if end <= horizon:
+                served[i] += w
+            elif start < horizon:
+                served[i] += (horizon - start) * f
+            pending = self._pending[bucket]
+            pending[i] -= w
+            jobs[i] -= 1
+            if not drop and jobs[i] == 0:
+                pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
+            self._remaining[k] -= 1
+            if end > self._last[k]:
+                self._last[k] = end
+            if self._remaining[k] == 0:
+                self._record(k)
+
+    def _subtask_dropped(self, k: int) -> None:
+        self._dropped[k] = True
+        self._remaining[k] -= 1
+        if self._remaining[k] == 0:
+            self._record(k)
+
+    def _record(self, k: int) -> None:
+        """Write task ``k``'s outcome to the log (exactly once)."""
+        if self._finished[k]:
+            raise RuntimeError(f"task {k} recorded twice")
+        self._finished[k] = True
+        self.n_recorded += 1
+        log = self._log
+        if self._dropped[k]:
+            log.latency[k] = math.nan
+            log.failed[k] = True
+            log.reward[k] = self._penalty
+            return
+        latency = self._last[k] - self._arrival[k]
+        failed = (not self._drop) and latency > self._deadline
+        log.latency[k] = latency
+        log.failed[k] = failed
+        log.reward[k] = self._penalty if failed else -latency
+
+    # -- learner feedback --------------------------------------------------------------------------
+    def _feedback(self, t: int, backlog: np.ndarray, log: TaskLog, next_backlog: np.ndarray, trace: Trace) -> None:
+        """Slot ``t``'s feedback at the end of the slot: true outcomes where known, estimates otherwise."""
+        rows = slice(int(log.slot_start[t]), int(log.slot_start[t + 1]))
+        now = (t + 1) * self._dt
+        arrival = t * self._dt
+        finished = self._finished[rows]
+        latency = log.latency[rows].copy()
+        failed = log.failed[rows].copy()
+        reward = log.reward[rows].copy()
+        running = ~finished
+        if running.any():
+            doomed = np.array(self._dropped[rows], dtype=bool)
+            if self._drop and now >= arrival + self._deadline:
+                doomed[:] = True
+            doomed &= running
+            guess = np.maximum(self._estimate[rows], now - arrival)
+            late = guess > self._deadline
+            if self._drop:  # a task that misses its deadline is dropped
+                late = late | doomed
+                guess = np.where(late, np.nan, guess)
+            latency = np.where(running, guess, latency)
+            failed = np.where(running, late, failed)
+            reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
+        self.scheduler.on_slot_end(
+            SlotFeedback(
+                slot=t,
+                bs=log.bs[rows],
+                task=log.task[rows],
+                size=log.size[rows],
+                density=log.density[rows],
+                backlog=backlog,
+                subsets=log.subset[rows].astype(float),
+                fractions=log.fractions[rows],
+                makespan=latency,
+                failed=failed,
+                reward=reward,
+                next_backlog=next_backlog,
+                next_sizes=trace.sizes[t + 1],
+            )
+        )
