@@ -80,7 +80,11 @@ def episode_metrics(log: TaskLog, served: np.ndarray, capacity: np.ndarray, hori
     finished = np.isfinite(latency)
     censored = np.where(finished, latency, np.inf)
     n = len(log)
-    pct = np.percentile(censored, [50, 95, 99]) if n else [np.nan] * 3
+    pct = [np.nan] * 3
+    if n:
+        with np.errstate(invalid="ignore"):  # interpolating between two +inf order statistics
+            pct = np.percentile(censored, [50, 95, 99])
+        pct = np.where(np.isnan(pct), np.inf, pct)
     utilisation = served / (capacity * horizon)
     return {
         "mean_makespan": float(log.makespan.mean()) if n else np.nan,
