@@ -166,9 +166,15 @@ class Scenario(BaseModel):
     def replace(self, overrides: dict[str, Any] | None = None, **fields: Any) -> "Scenario":
         """A new validated scenario with overrides applied: dotted keys in a dict, or plain keywords.
 
-        A new preset resets the variant flags to that preset's.
+        A new preset brings its own variant flags; flags that differed from the old preset's
+        (the user's explicit choices) are kept.
         """
-        return build_scenario(self.model_dump(mode="json"), {**(overrides or {}), **fields})
+        overrides = {**(overrides or {}), **fields}
+        base = self.model_dump(mode="json")
+        if overrides.get("preset", self.preset) != self.preset:
+            old = EnvVariant(**PRESETS[self.preset]).model_dump(mode="json")
+            base["variant"] = {k: v for k, v in base["variant"].items() if old[k] != v}
+        return build_scenario(base, overrides)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -225,11 +231,7 @@ def _known_fields() -> list[str]:
 
 def build_scenario(base: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> Scenario:
     """Validate ``base`` (nested dict, e.g. from TOML) with dotted ``overrides`` applied on top."""
-    data = dict(base or {})
-    if "variant" in data and isinstance(data["variant"], dict) and "preset" in (overrides or {}):
-        # a new preset replaces the flags that came from the old one
-        data.pop("variant")
-    data = _merge(data, _nest(overrides or {}))
+    data = _merge(dict(base or {}), _nest(overrides or {}))
     try:
         return Scenario(**data)
     except ValidationError as err:

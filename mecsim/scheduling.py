@@ -244,7 +244,8 @@ def _as_vector(value: Any, n_servers: int, scheduler_name: str, what: str) -> np
         raise SchedulerError(f"scheduler {scheduler_name!r} returned {what} {value!r}: not numeric") from None
     if arr.shape != (n_servers,):
         raise SchedulerError(
-            f"scheduler {scheduler_name!r} returned {what} of shape {arr.shape}: need ({n_servers},), one per edge server"
+            f"scheduler {scheduler_name!r} returned {what} {arr.tolist()} of shape {arr.shape}: "
+            f"need ({n_servers},), one per edge server"
         )
     return arr
 

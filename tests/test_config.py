@@ -116,7 +116,7 @@ def test_replace_keeps_explicit_flags_and_new_preset_resets_them():
     assert kept.deadline == 0.3
     assert kept.variant == s.variant
     switched = s.replace(preset="amcoedge")
-    assert switched.variant == EnvVariant()
+    assert switched.variant == EnvVariant(fail_penalty=5.0)  # amcoedge's flags, the explicit penalty kept
 
 
 # -- invalid configurations -----------------------------------------------------------------------
@@ -246,16 +246,21 @@ def test_invalid_value_in_toml_names_field(tmp_path):
         load_scenario(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_scenario drops a file's explicit [variant] flags when an override changes the preset",
-)
 def test_toml_explicit_flags_survive_preset_override(tmp_path):
     path = tmp_path / "explicit.toml"
     path.write_text("[scenario.variant]\nfail_penalty = 5.0\n")
     s = load_scenario(path, {"preset": "drlcoedge"})
     assert s.variant.local_wait_includes_tau is True  # from the preset
     assert s.variant.fail_penalty == 5.0  # explicitly given in the file
+
+
+def test_replace_with_new_preset_keeps_explicit_flags_only():
+    s = Scenario(preset="amcoedge", variant={"fail_penalty": 5.0})
+    moved = s.replace(preset="drlcoedge")
+    assert moved.variant.fail_penalty == 5.0  # the user's own choice survives
+    assert moved.variant.local_wait_includes_tau is True  # the new preset's flag
+    assert moved.variant.tau_clamp == "none"  # amcoedge's "multi" came from the old preset
+    assert s.replace(deadline=0.5).variant == s.variant
 
 
 @pytest.mark.parametrize(

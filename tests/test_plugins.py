@@ -180,7 +180,7 @@ BAD_DECISIONS = [
     ("outside subset", Decision(np.array([1.0, 0.0, 0.0]), np.array([0.5, 0.5, 0.0])), r"\[0\.5, 0\.5, 0\.0\] outside its subset \[1\.0, 0\.0, 0\.0\]"),
     ("empty subset", Decision(np.zeros(3), None), r"subset \[0\.0, 0\.0, 0\.0\]"),
     ("non 0/1 subset", Decision(np.array([0.5, 1.0, 0.0]), None), r"subset \[0\.5, 1\.0, 0\.0\]"),
-    ("subset wrong length", Decision(np.ones(2), None), r"subset of shape \(2,\)"),
+    ("subset wrong length", Decision(np.ones(2), None), r"subset \[1.0, 1.0\] of shape \(2,\)"),
 ]
 
 
