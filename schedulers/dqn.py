@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import serialization
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from mecsim.arrivals import stream, stream_seed
 from mecsim.scheduling import Decision, Observation, Scheduler, SchedulerError, SlotFeedback, SlotObservation
@@ -203,22 +204,55 @@ def _functions(hidden: tuple[int, ...], n_actions: int, lr: float, gamma: float)
     return jax.jit(q_values), jax.jit(update), tx
 
 
+_BLOCK = 4096
+
+
+@jax.jit
+def _normal_block(key, index):
+    """Block ``index`` of the standard normal stream of ``key``."""
+    return jax.random.normal(jax.random.fold_in(key, index), (_BLOCK,), jnp.float32)
+
+
 @lru_cache(maxsize=None)
 def _initialiser(hidden, n_actions, init_std, bias_init, n_features, tx):
-    """Jitted init of stacked (eval, target, Adam state) from one PRNG key per agent.
+    """Stacked (eval, target, Adam state) from one PRNG key per agent.
 
-    Each agent's eval and target nets get their own draws (the target is overwritten at
-    the first learn); vmapping over keys gives exactly the per-agent initialisations.
+    Every weight is drawn N(0, init_std) from the agent's key, eval net then target net
+    (the target has its own init, overwritten at the first learn); every bias is
+    ``bias_init``. The draws come in fixed-size blocks (`_normal_block`), compiled once
+    per process whatever the network shape.
     """
     net = QNetwork(hidden, n_actions, init_std, bias_init)
-    dummy = jnp.zeros((1, n_features), jnp.float32)
+    abstract = flatten_dict(jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1, n_features))))["params"])
+    kernels = [path for path in abstract if path[-1] == "kernel"]
+    sizes = [int(np.prod(abstract[path].shape)) for path in kernels]
+    total = sum(sizes)
+    n_blocks = -(-2 * total // _BLOCK)
 
-    def one(key):
-        k_eval, k_target = jax.random.split(key)
-        params = net.init(k_eval, dummy)["params"]
-        return params, net.init(k_target, dummy)["params"], tx.init(params)
+    def draw(keys):
+        out = [np.concatenate([np.asarray(_normal_block(key, i)) for i in range(n_blocks)])[: 2 * total] for key in keys]
+        return np.stack(out).reshape(len(keys), 2, total)
 
-    return jax.jit(jax.vmap(one))
+    def init(keys):
+        z = np.asarray(draw(keys)) * np.float32(init_std)  # (agents, 2, total)
+        n_agents = z.shape[0]
+
+        def tree(which):
+            flat, offset = {}, 0
+            for path, size in zip(kernels, sizes):
+                flat[path] = jnp.asarray(z[:, which, offset : offset + size].reshape((n_agents,) + abstract[path].shape))
+                offset += size
+            for path, leaf in abstract.items():
+                if path[-1] != "kernel":
+                    flat[path] = jnp.asarray(np.full((n_agents,) + leaf.shape, bias_init, np.float32))
+            return unflatten_dict(flat)
+
+        params = tree(0)
+        # Adam's initial state is all zeros (step count, first and second moments)
+        opt_state = jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape, a.dtype)), jax.eval_shape(jax.vmap(tx.init), params))
+        return params, tree(1), opt_state
+
+    return init
 
 
 # -- replay --------------------------------------------------------------------------------------

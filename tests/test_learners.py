@@ -1,0 +1,287 @@
+"""The DQN schedulers: action spaces, TD target, target copies, exploration, transitions,
+checkpoints, learning on a tiny scenario, and determinism."""
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from mecsim.allocation import subset_masks
+from mecsim.arrivals import stream
+from mecsim.config import Scenario
+from mecsim.engine import Simulation
+from mecsim.runner import run_episodes
+from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation, make_scheduler
+from mecsim.training import train
+from schedulers.dqn import AgentStack, DQNConfig, greedy_probability, td_loss
+
+TINY = Scenario(
+    n_bs=3,
+    capacities=(2.0, 5.0, 20.0),
+    rates=(400.0, 450.0, 500.0),
+    tasks_per_slot=4,
+    arrival_prob=0.8,
+    slots=11,
+    seed=1,
+)
+FAST = dict(learn_start=10, learn_every=1, greedy_increment=0.01, replace_target_iter=10, memory_size=200)
+
+
+def scenario_for(n_bs: int, **fields) -> Scenario:
+    return Scenario(n_bs=n_bs, capacities=(10.0,) * n_bs, rates=(400.0,) * n_bs, **fields)
+
+
+def greedy_eval(scheduler, episodes: int = 5) -> float:
+    scheduler.train(False)
+    df, _ = run_episodes(Simulation(TINY, scheduler), "x", episodes, phase="eval", stream_name="evaluation", progress=False)
+    return float(df["mean_makespan"].mean())
+
+
+# -- action spaces --------------------------------------------------------------------------------
+SPEC_31 = (
+    [(0,), (1,), (2,), (3,), (4,)]
+    + [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
+    + [(0, 1, 2), (0, 1, 3), (0, 1, 4), (0, 2, 3), (0, 2, 4), (0, 3, 4), (1, 2, 3), (1, 2, 4), (1, 3, 4), (2, 3, 4)]
+    + [(0, 1, 2, 3), (0, 1, 2, 4), (0, 1, 3, 4), (0, 2, 3, 4), (1, 2, 3, 4)]
+    + [(0, 1, 2, 3, 4)]
+)
+
+
+@pytest.mark.parametrize("n_bs", [3, 4, 5, 6])
+def test_amcoedge_actions_are_all_subsets_by_size_then_lexicographic(n_bs):
+    sched = make_scheduler("amcoedge", scenario_for(n_bs))
+    n_actions = sched.n_actions()
+    assert n_actions == 2**n_bs - 1
+    masks = sched.subsets(np.arange(n_actions)[:, None], np.zeros(n_actions, int))
+    members = [tuple(np.flatnonzero(row)) for row in masks]
+    expected = [c for k in range(1, n_bs + 1) for c in itertools.combinations(range(n_bs), k)]
+    assert members == expected
+    assert np.array_equal(masks, subset_masks(n_bs))
+    assert sched.agents.params["Dense_3"]["kernel"].shape == (n_bs, 20, n_actions)  # one net per BS
+    if n_bs == 5:
+        assert members == SPEC_31
+
+
+def test_drlcoedge_and_smcoedge_action_spaces():
+    drl = make_scheduler("drlcoedge", scenario_for(5))
+    bs = np.array([2, 2, 0])
+    assert drl.subsets(np.array([[2], [4], [3]]), bs).tolist() == [[0, 0, 1, 0, 0], [0, 0, 1, 0, 1], [1, 0, 0, 1, 0]]
+    sm = make_scheduler("smcoedge", scenario_for(5))
+    rows = sm.subsets(np.arange(10)[:, None], np.zeros(10, int))
+    assert [tuple(np.flatnonzero(r)) for r in rows] == list(itertools.combinations(range(5), 3))
+    topk = make_scheduler("smcoedge-topk", scenario_for(5), k=2)
+    q = np.array([[0.1, 0.9, 0.5, 0.7, 0.2]])
+    assert topk.greedy(q, np.zeros(1, int)).tolist() == [[1, 3]]  # descending Q
+    rand = topk.random_actions(200, np.zeros(200, int))
+    assert rand.shape == (200, 2) and np.all(rand[:, 0] != rand[:, 1])
+    with pytest.raises(SchedulerError, match="k = 6"):
+        make_scheduler("smcoedge", scenario_for(5), k=6)
+
+
+def test_options_are_parsed_and_checked():
+    sched = make_scheduler("drlcoedge", scenario_for(4), hidden=[8, 8, 8], lr="0.01", memory_size=64.0)
+    assert sched.config.hidden == (8, 8, 8) and sched.config.lr == 0.01 and sched.config.memory_size == 64
+    assert sched.agents.params["Dense_3"]["kernel"].shape == (4, 8, 4)
+    with pytest.raises(SchedulerError, match="unknown options"):
+        make_scheduler("amcoedge", scenario_for(3), epsilon=0.5)
+    with pytest.raises(SchedulerError, match="observation"):
+        make_scheduler("amcoedge", scenario_for(3), observation="pixels")
+
+
+def test_reference_initialisers():
+    stack = AgentStack(DQNConfig(hidden=(64,), init_std=0.3), 2, 6, 31, 1, seed=0)
+    kernel = np.asarray(stack.params["Dense_0"]["kernel"])
+    assert np.all(np.asarray(stack.params["Dense_0"]["bias"]) == pytest.approx(0.1))
+    assert abs(kernel.std() - 0.3) < 0.03 and abs(kernel.mean()) < 0.03
+    assert not np.array_equal(kernel[0], kernel[1])  # independent agents
+
+
+# -- learning rule --------------------------------------------------------------------------------
+def linear(params, x):
+    return x @ params
+
+
+def test_td_target_replaces_only_the_taken_action():
+    # Q_eval(s) = s @ W, Q_target(s') = s' @ W_t, with identity matrices for easy numbers
+    params, target = jnp.eye(3), 2.0 * jnp.eye(3)
+    s = jnp.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])
+    s2 = jnp.array([[0.5, 0.0, 0.25], [1.0, 1.0, 1.0]])
+    a = jnp.array([[0], [2]])
+    r = jnp.array([-0.2, -1.0])
+    gamma = 0.9
+    loss = td_loss(params, target, linear, s, a, r, s2, gamma)
+    # q_next = (1, 0, .5) and (2, 2, 2): targets -0.2 + 0.9*1 = 0.7 for action 0, -1 + 0.9*2 = 0.8 for action 2
+    errors = np.array([[0.7 - 1.0, 0, 0], [0, 0, 0.8 - 0.0]])
+    assert float(loss) == pytest.approx(np.mean(errors**2))  # mean over batch x actions (1/n_actions scaling)
+    grad = jax.grad(td_loss)(params, target, linear, s, a, r, s2, gamma)
+    assert not np.allclose(grad, 0.0)
+    assert np.allclose(jax.grad(td_loss, argnums=1)(params, target, linear, s, a, r, s2, gamma), 0.0)
+
+
+def test_topk_td_target_uses_sorted_next_values():
+    params, target = jnp.eye(4), jnp.eye(4)
+    s = jnp.array([[1.0, 2.0, 3.0, 4.0]])
+    s2 = jnp.array([[0.1, 0.4, 0.3, 0.2]])
+    a = jnp.array([[3, 0]])  # stored order: first the best, then the second
+    loss = td_loss(params, target, linear, s, a, jnp.array([1.0]), s2, 0.5)
+    # target[3] = 1 + 0.5*0.4, target[0] = 1 + 0.5*0.3
+    expected = ((1.2 - 4.0) ** 2 + (1.15 - 1.0) ** 2) / 4
+    assert float(loss) == pytest.approx(expected)
+
+
+def filled_stack(replace_target_iter: int) -> AgentStack:
+    stack = AgentStack(DQNConfig(hidden=(8,), replace_target_iter=replace_target_iter), 2, 4, 3, 1, seed=0)
+    rng = np.random.default_rng(0)
+    for agent in range(2):
+        stack.buffer.add(agent, rng.random((40, 4)), rng.integers(3, size=(40, 1)), -rng.random(40), rng.random((40, 4)))
+    return stack
+
+
+def leaves_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_target_copied_before_update_every_replace_iter_learns():
+    stack = filled_stack(replace_target_iter=3)
+    copies = []
+    for step in range(8):
+        before_params, before_target = stack.params, stack.target
+        stack.learn()
+        copied = leaves_equal(stack.target, before_params)
+        assert copied or leaves_equal(stack.target, before_target)
+        if copied:
+            copies.append(step)
+        assert not leaves_equal(stack.params, before_params)  # every learn updates
+    assert copies == [0, 3, 6]
+    assert stack.learn_step == 8 and stack.greedy_prob == pytest.approx(0.008)
+
+
+def test_empty_agent_is_not_updated():
+    stack = AgentStack(DQNConfig(hidden=(8,)), 2, 4, 3, 1, seed=0)
+    stack.buffer.add(0, np.ones((5, 4)), np.zeros((5, 1)), -np.ones(5), np.ones((5, 4)))
+    before = stack.params
+    losses = stack.learn()
+    assert np.isfinite(losses[0]) and np.isnan(losses[1])
+    kernel_before = np.asarray(before["Dense_0"]["kernel"])
+    kernel_after = np.asarray(stack.params["Dense_0"]["kernel"])
+    assert not np.array_equal(kernel_after[0], kernel_before[0]) and np.array_equal(kernel_after[1], kernel_before[1])
+
+
+@pytest.mark.parametrize(
+    "learns, expected", [(0, 0.0), (1, 0.001), (10, 0.01), (500, 0.5), (989, 0.989), (990, 0.99), (5000, 0.99)]
+)
+def test_exploration_schedule(learns, expected):
+    assert greedy_probability(learns, DQNConfig()) == pytest.approx(expected)
+
+
+def test_replay_samples_with_replacement_from_filled_part():
+    stack = AgentStack(DQNConfig(hidden=(4,), memory_size=10, batch_size=64), 1, 2, 3, 1, seed=0)
+    stack.buffer.add(0, np.arange(6)[:, None] * np.ones((6, 2)), np.zeros((6, 1)), np.zeros(6), np.zeros((6, 2)))
+    s = stack.buffer.sample(stack.replay_rngs, 64)[0]
+    assert set(s[0, :, 0].tolist()) <= set(range(6)) and len(set(s[0, :, 0].tolist())) < 64
+    stack.buffer.add(0, 100 + np.arange(7)[:, None] * np.ones((7, 2)), np.zeros((7, 1)), np.zeros(7), np.zeros((7, 2)))
+    assert sorted(stack.buffer.states[0, :, 0].tolist()) == [3, 4, 5, 100, 101, 102, 103, 104, 105, 106]  # ring
+
+
+# -- transitions and the learning schedule --------------------------------------------------------
+def test_transitions_follow_the_reference_rule():
+    sc = scenario_for(2, tasks_per_slot=3)
+    sched = make_scheduler("amcoedge", sc, rng=np.random.default_rng(0))
+    backlog, next_backlog = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    bs, task, size = np.array([0, 0, 1]), np.array([0, 2, 1]), np.array([2.5, 3.5, 4.5])
+    for slot in (0, 1):
+        decision = sched.decide_slot(
+            SlotObservation(time=0.0, slot=slot, bs=bs, task=task, size=size, density=np.full(3, 0.2), backlog=backlog, scenario=sc)
+        )
+        taken = decision.subset
+        sched.on_slot_end(
+            SlotFeedback(
+                slot=slot, bs=bs, task=task, size=size, density=np.full(3, 0.2), backlog=backlog, subsets=taken,
+                fractions=taken / taken.sum(1, keepdims=True), makespan=np.array([0.1, 0.2, 0.3]),
+                failed=np.zeros(3, bool), reward=np.array([-0.1, -0.2, -0.3]), next_backlog=next_backlog,
+                next_sizes=np.array([[5.0, 0.0, 0.0], [6.0, 7.0, 0.0]]),
+            )
+        )
+        assert sched.slot_step == slot + 1
+    buf = sched.agents.buffer
+    assert buf.count.tolist() == [2, 1]  # slot 0 skipped
+    # BS 0, task 0 -> next task slot (0, 1) is empty: [0, Q(t)]; task 2 is the last: [d(t+1, 0, 0), Q(t+1)]
+    assert buf.states[0, :2].tolist() == [[2.5, 1.0, 2.0], [3.5, 1.0, 2.0]]
+    assert buf.next_states[0, :2].tolist() == [[0.0, 1.0, 2.0], [5.0, 3.0, 4.0]]
+    assert buf.next_states[1, 0].tolist() == [0.0, 1.0, 2.0]  # BS 1, task 1 -> (1, 2) empty
+    assert buf.rewards[0, :2].tolist() == pytest.approx([-0.1, -0.2])
+    masks = subset_masks(2)
+    assert np.array_equal(masks[buf.actions[0, :2, 0]], taken[:2])
+    sched.train(False)
+    sched.decide_slot(SlotObservation(0.0, 1, bs, task, size, np.full(3, 0.2), backlog, sc))
+    assert buf.count.tolist() == [2, 1]
+
+
+def test_learning_schedule_counts_slots_across_episodes():
+    sc = TINY.replace(slots=6)  # 5 decision slots per episode
+    sched = make_scheduler("drlcoedge", sc, rng=stream(1, "scheduler"), learn_start=12, learn_every=4)
+    run_episodes(Simulation(sc, sched), "drlcoedge", 6, progress=False)
+    assert sched.slot_step == 30
+    assert sched.agents.learn_step == len([k for k in range(1, 31) if k > 12 and k % 4 == 0])
+
+
+# -- training on the engine -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    return train(TINY, "amcoedge", 30, seed=TINY.seed, out_dir=out, eval_episodes=3, options=FAST, progress=False, timing=False)
+
+
+def test_training_improves_on_the_untrained_policy(trained):
+    untrained = make_scheduler("amcoedge", TINY, rng=stream(TINY.seed, "scheduler"), **FAST)
+    before, after = greedy_eval(untrained), greedy_eval(trained.scheduler)
+    assert after < 0.85 * before
+
+
+def test_training_writes_table_and_checkpoint(trained):
+    df = pd.read_parquet(trained.table)
+    assert df["phase"].tolist() == ["online"] * 30 + ["eval"] * 3
+    assert (trained.checkpoint / "config.json").exists()
+    assert trained.scheduler.agents.learn_step == 30 * 10 - 10
+
+
+def test_checkpoint_round_trip_gives_identical_decisions(trained):
+    loaded = make_scheduler("amcoedge", TINY)  # default options: the shape comes from the checkpoint
+    loaded.load(str(trained.checkpoint))
+    loaded.train(False)
+    trained.scheduler.train(False)
+    assert loaded.config == trained.scheduler.config
+    rng = np.random.default_rng(5)
+    n = 40
+    obs = SlotObservation(
+        0.0, 3, rng.integers(3, size=n), np.arange(n) % 4, rng.uniform(2, 5, n), np.full(n, 0.2),
+        rng.uniform(0, 30, 3), TINY,
+    )
+    assert np.array_equal(loaded.decide_slot(obs).subset, trained.scheduler.decide_slot(obs).subset)
+    x = loaded.features(obs.size, obs.backlog)
+    assert np.array_equal(loaded.agents.q_values(x, obs.bs), trained.scheduler.agents.q_values(x, obs.bs))
+    with pytest.raises(SchedulerError, match="agents"):
+        make_scheduler("amcoedge", scenario_for(4)).load(str(trained.checkpoint))
+
+
+@pytest.mark.parametrize("name", ["smcoedge-topk", "amcoedge"])
+def test_short_training_is_deterministic(name):
+    options = dict(FAST, observation="rich") if name == "amcoedge" else FAST
+    runs = [train(TINY.replace(slots=6), name, 5, eval_episodes=1, options=options, progress=False, timing=False) for _ in range(2)]
+    a, b = (r.episodes.drop(columns=["git_commit"]) for r in runs)
+    pd.testing.assert_frame_equal(a, b)
+    assert runs[0].scheduler.agents.learn_step > 0
+    assert leaves_equal(runs[0].scheduler.agents.params, runs[1].scheduler.agents.params)
+    other = train(TINY.replace(slots=6), name, 5, seed=2, eval_episodes=0, options=options, progress=False, timing=False)
+    assert not leaves_equal(runs[0].scheduler.agents.params, other.scheduler.agents.params)
+
+
+def test_rich_observation_uses_per_task_decisions():
+    sched = make_scheduler("amcoedge", TINY, observation="rich")
+    assert sched.decide_slot is None and sched.n_features == 2 + 2 * 3
+    run_episodes(Simulation(TINY, sched), "amcoedge", 3, progress=False)
+    assert sched.agents.buffer.count.sum() > 0
