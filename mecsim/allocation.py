@@ -40,8 +40,9 @@ def cwa(wait, duration, masks, xp=np):
 
     Unconstrained solution: T = (1 + Σ W/D) / Σ 1/D and x_i = (T - W_i)/D_i (spec §2.1).
     """
-    member_inv_d = masks * (1.0 / duration)  # 1/D_i for members, 0 elsewhere
-    t_full = (1.0 + member_inv_d @ wait) / member_inv_d.sum(axis=-1)
+    inv_d = 1.0 / duration
+    member_inv_d = masks * inv_d  # 1/D_i for members, 0 elsewhere
+    t_full = (1.0 + member_inv_d @ wait) / (masks @ inv_d)
     x = xp.maximum((t_full[..., None] - wait) * member_inv_d, 0.0)
     return x / x.sum(axis=-1, keepdims=True)
 
