@@ -78,6 +78,9 @@ class DQNConfig:
     """'reference': [d, Q(t)] with the start-of-slot backlog; 'rich': [d, current backlog, tx backlog, density]"""
     skip_first_slot: bool = True
     """do not store transitions of slot 0 (the reference: its queues are empty)"""
+    learner_seed: int = -1
+    """seed of the network init, replay sampling and exploration; -1: the scenario's seed. Another value
+    varies the learner's randomness while the arrival traces stay the same"""
 
     def __post_init__(self) -> None:
         problems = []
@@ -363,6 +366,8 @@ class DQNScheduler(Scheduler):
 
     def __init__(self, scenario, rng: np.random.Generator | None = None, **options: Any):
         config = self.config_class.from_options(self.name, options)
+        if config.learner_seed >= 0:
+            rng = stream(config.learner_seed, "scheduler")
         super().__init__(scenario, rng)
         self.n_bs = scenario.n_bs
         self.n_tasks = scenario.tasks_per_slot
@@ -396,7 +401,7 @@ class DQNScheduler(Scheduler):
         self.rich = config.observation == "rich"
         self.n_features = 2 + 2 * self.n_bs if self.rich else 1 + self.n_bs
         self.agents = AgentStack(
-            config, self.n_bs, self.n_features, self.n_actions(), self.action_width, self.scenario.seed
+            config, self.n_bs, self.n_features, self.n_actions(), self.action_width, self.learner_seed
         )
         # the engine calls decide() per task when decide_slot is None
         self.decide_slot = None if self.rich else self._decide_slot
@@ -412,6 +417,10 @@ class DQNScheduler(Scheduler):
     @property
     def greedy_prob(self) -> float:
         return self.agents.greedy_prob
+
+    @property
+    def learner_seed(self) -> int:
+        return self.config.learner_seed if self.config.learner_seed >= 0 else self.scenario.seed
 
     # -- deciding ------------------------------------------------------------------------------------
     def _act(self, x: np.ndarray, bs: np.ndarray) -> np.ndarray:

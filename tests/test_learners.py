@@ -285,3 +285,12 @@ def test_rich_observation_uses_per_task_decisions():
     assert sched.decide_slot is None and sched.n_features == 2 + 2 * 3
     run_episodes(Simulation(TINY, sched), "amcoedge", 3, progress=False)
     assert sched.agents.buffer.count.sum() > 0
+
+
+def test_learner_seed_varies_only_the_learner():
+    base = make_scheduler("drlcoedge", TINY.replace(seed=5))
+    same = make_scheduler("drlcoedge", TINY, learner_seed=5)
+    other = make_scheduler("drlcoedge", TINY)
+    assert leaves_equal(base.agents.params, same.agents.params)
+    assert not leaves_equal(base.agents.params, other.agents.params)
+    assert same.rng.random() == stream(5, "scheduler").random()
