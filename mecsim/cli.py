@@ -139,5 +139,41 @@ def show_config(config, sets) -> None:
     click.echo(json.dumps(scenario.model_dump(mode="json"), indent=2))
 
 
+@main.command("sweep")
+@click.argument("experiment")
+@click.option("--rerun", is_flag=True, help="recompute every cell, even those already finished")
+@click.option("--scheduler-address", default=None, metavar="ADDR",
+              help="join this Dask scheduler (default: $MECSIM_DASK_ADDRESS, else a local cluster)")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="local cluster: worker processes (default: one per core)")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False))
+def sweep_command(experiment, rerun, scheduler_address, workers, results_dir) -> None:
+    """Run an experiment (a name in experiments/ or a TOML path) as a parallel, resumable sweep."""
+    from .sweep import SweepError, run_sweep
+
+    try:
+        report = run_sweep(experiment, results_dir=results_dir, rerun=rerun,
+                           scheduler_address=scheduler_address, workers=workers, echo=click.echo)
+    except SweepError as err:
+        raise click.ClickException(str(err)) from None
+    if not report.ok:
+        raise click.ClickException(f"{len(report.failed)} cell(s) failed (listed above); rerun to retry them")
+
+
+@main.command("plot")
+@click.argument("experiment")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False))
+def plot_command(experiment, results_dir) -> None:
+    """Figures (PNG, SVG) and the results table of a finished sweep."""
+    from .plotting import plot_experiment
+    from .sweep import SweepError
+
+    try:
+        written = plot_experiment(experiment, results_dir=results_dir, echo=click.echo)
+    except (SweepError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from None
+    for path in written:
+        click.echo(str(path))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

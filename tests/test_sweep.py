@@ -1,0 +1,272 @@
+"""Sweeps: grid expansion, cell identity, resume after an interruption, the dataset schema, Dask runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cloudpickle
+import pandas as pd
+import pytest
+
+from mecsim.config import Scenario
+from mecsim.results import load
+from mecsim.sweep import (
+    Cell,
+    SweepError,
+    cell_hash,
+    compute_cell,
+    dask_client,
+    load_experiment,
+    part_path,
+    run_sweep,
+)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting cell functions below
+
+TINY = """
+name = "tiny"
+[run]
+seeds = [0, 1]
+eval_episodes = 1
+[scenario]
+tasks_per_slot = 3
+slots = 3
+[methods.local]
+episodes = 2
+[methods.random]
+episodes = 2
+preset = "randcoedge"
+[methods.optimal]
+episodes = 2
+preset = "optimal"
+[[sweep]]
+name = "default"
+presets = ["common", "own"]
+[[sweep]]
+name = "deadline"
+parameter = "deadline"
+values = [0.05, 1.0]
+[[sweep]]
+name = "capacity"
+parameter = "capacities"
+values = [[10, 20, 30, 40, 50], [10, 30, 50, 70, 90]]
+x = [50, 90]
+"""
+# default: 3 methods x common + 2 own presets = 5 per seed; deadline 0.05 adds 3; capacity F=90 adds 3
+TINY_CELLS = 2 * (5 + 3 + 3)
+
+REQUIRED_COLUMNS = {
+    "experiment", "sweep", "swept_value", "sweeps", "cell_id", "method", "method_kind", "engine", "scheduler",
+    "model", "preset", "seed", "episode", "phase", "mean_makespan", "failure_rate", "n_tasks", "capacities",
+    "deadline", "arrival_prob", "tasks_per_slot", "variant.tau_clamp", "mecsim_version", "git_commit", "config_hash",
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real LocalCluster: 2 single-threaded worker processes, shared by the tests of this module."""
+    with dask_client(workers=2) as c:
+        yield c
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["cell_id", "phase", "episode"]).reset_index(drop=True)
+
+
+# -- grid expansion ------------------------------------------------------------------------------
+def test_paper_grid_counts_and_values():
+    exp = load_experiment("paper")
+    cells = exp.cells()
+    # 31 distinct slotted points (10 + 10 + 10 + 4 sweep values, the default point shared by all four)
+    # x 7 methods, + 4 own presets differing from the common one, + 7 event cells; x 3 seeds
+    assert len(cells) == 3 * (31 * 7 + 4 + 7)
+    assert {c.scenario.seed for c in cells} == {0, 1, 2}
+    episodes = {c.method: c.episodes for c in cells}
+    assert episodes == {"random": 50, "optimal": 50, "local": 50, "best-single": 50,
+                        "amcoedge": 500, "smcoedge": 300, "drlcoedge": 400}
+    assert {c.method for c in cells if c.learner} == {"amcoedge", "smcoedge", "drlcoedge"}
+    members = exp.memberships(cells)
+    deadline_ids = set(members.loc[members["sweep"] == "deadline", "cell_id"])
+    by_id = {c.cell_id: c for c in cells}
+    assert sorted({by_id[i].scenario.deadline for i in deadline_ids}) == pytest.approx([i / 10 for i in range(1, 11)])
+    assert sorted({by_id[i].scenario.tasks_per_slot for i in members.loc[members.sweep == "tasks_per_slot", "cell_id"]}) \
+        == list(range(10, 101, 10))
+    caps = {by_id[i].scenario.capacities for i in members.loc[members.sweep == "capacity", "cell_id"]}
+    assert caps == {(10, 15, 20, 25, 30), (10, 20, 30, 40, 50), (10, 25, 40, 55, 70), (10, 30, 50, 70, 90)}
+    assert sorted(members.loc[members.sweep == "capacity", "swept_value"].unique()) == [30, 50, 70, 90]
+    # the sweeps use the common preset and the slotted model; the default point adds own presets and the event model
+    sweep_cells = [by_id[i] for i in members.loc[members.sweep != "default", "cell_id"]]
+    assert {c.scenario.preset for c in sweep_cells if "convergence" not in c.sweeps} == {"amcoedge"}
+    default = [by_id[i] for i in members.loc[members.sweep == "default", "cell_id"]]
+    assert {(c.method, c.scenario.preset) for c in default if c.scenario.model == "slotted"} >= {
+        ("random", "randcoedge"), ("optimal", "optimal"), ("smcoedge", "smcoedge"), ("drlcoedge", "drlcoedge"),
+        ("amcoedge", "amcoedge"), ("local", "amcoedge"),
+    }
+    assert {c.method for c in default if c.scenario.model == "event"} == set(exp.methods)
+    # the default point lies on every sweep and is computed once
+    amc = [c for c in cells if c.method == "amcoedge" and c.scenario == Scenario(seed=0)]
+    assert len(amc) == 1
+    assert set(amc[0].sweeps) == {"default", "convergence", "deadline", "arrival_prob", "tasks_per_slot", "capacity"}
+
+
+def test_tiny_grid_and_event_experiment(tiny: Path):
+    exp = load_experiment(tiny)
+    cells = exp.cells()
+    assert len(cells) == TINY_CELLS
+    assert len({c.cell_id for c in cells}) == len(cells)
+    event = load_experiment("paper-event").cells()
+    assert {c.scenario.model for c in event} == {"event"} and len(event) == 3 * 31 * 7
+
+
+def test_invalid_experiment_is_reported(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace('parameter = "deadline"', 'parameter = "deadlin"'))
+    with pytest.raises(SweepError, match="deadlin"):
+        load_experiment(bad).cells()
+    bad.write_text(TINY + "\n[methods.nope]\nepisodes = 1\nbogus = 3\n")
+    with pytest.raises(SweepError, match="bogus"):
+        load_experiment(bad)
+    with pytest.raises(SweepError, match="no experiment"):
+        load_experiment("no-such-experiment")
+
+
+# -- cell identity -------------------------------------------------------------------------------
+def test_cell_hash_is_stable_across_processes(tiny: Path):
+    ids = [c.cell_id for c in load_experiment(tiny).cells()]
+    code = (
+        "import json, sys; from mecsim.sweep import load_experiment;"
+        f"print(json.dumps([c.cell_id for c in load_experiment({str(tiny)!r}).cells()]))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert json.loads(out.stdout) == ids
+
+
+def test_cell_hash_changes_with_anything_that_changes_the_output():
+    base = Cell("x", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("default", float("nan"))])
+    variants = [
+        Cell("x", Scenario(seed=1), "random", "random", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(deadline=0.5), "random", "random", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(preset="randcoedge"), "random", "random", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(model="event"), "random", "random", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(variant={"tau_clamp": "none"}), "random", "random", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(), "optimal", "optimal", 50, False, 10, {}, "python", False),
+        Cell("x", Scenario(), "random", "random", 51, False, 10, {}, "python", False),
+        Cell("x", Scenario(), "random", "random", 50, False, 10, {"k": 1}, "python", False),
+        Cell("x", Scenario(), "random", "random", 50, False, 10, {}, "compiled", False),
+        Cell("x", Scenario(), "random", "random", 50, False, 10, {}, "python", True),
+    ]
+    ids = {base.cell_id} | {v.cell_id for v in variants}
+    assert len(ids) == 1 + len(variants)
+    # labels and the experiment name are not part of the identity; eval episodes only matter for learners
+    same = [
+        Cell("other", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("deadline", 1.0)]),
+        Cell("x", Scenario(), "random", "random", 50, False, 3, {}, "python", False),
+    ]
+    assert all(c.cell_id == base.cell_id for c in same)
+    assert cell_hash({"a": 1, "b": [1.5, 2]}) == cell_hash({"b": [1.5, 2], "a": 1})
+
+
+# -- running -------------------------------------------------------------------------------------
+def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path, tmp_path: Path):
+    quiet = dict(client=client, progress=False, echo=lambda *_: None)
+    full = run_sweep(tiny, results_dir=tmp_path / "uninterrupted", **quiet)
+    assert full.ok and len(full.computed) == TINY_CELLS and full.skipped == 0
+    reference = _sorted(load(tmp_path / "uninterrupted" / "tiny"))
+
+    # the parquet schema: one row per (cell, episode, phase), every parameter and the provenance as columns
+    assert REQUIRED_COLUMNS <= set(reference.columns)
+    assert len(reference) == TINY_CELLS * 2
+    assert not reference.duplicated(["cell_id", "phase", "episode"]).any()
+    assert set(reference["sweep"]) == {"default", "deadline", "capacity"}
+    assert reference.loc[reference["sweep"] == "capacity", "swept_value"].unique().tolist() == [90.0]
+    assert reference["experiment"].unique().tolist() == ["tiny"]
+
+    # simulate an interruption: one finished part lost, a temporary file of a write in progress left behind
+    out = tmp_path / "interrupted"
+    first = run_sweep(tiny, results_dir=out, **quiet)
+    assert first.ok
+    victim = sorted(first.computed)[3]
+    part_path(out / "tiny", victim).unlink()
+    stray = out / "tiny" / f".part-{victim}.parquet.abc123.tmp"
+    stray.write_bytes(b"half a parquet file")
+    resumed = run_sweep(tiny, results_dir=out, **quiet)
+    assert resumed.ok
+    assert resumed.computed == [victim] and resumed.skipped == TINY_CELLS - 1
+    assert not stray.exists() and resumed.removed_temp == [stray.name]
+    pd.testing.assert_frame_equal(_sorted(load(out / "tiny")), reference)
+
+    # nothing left to do; --rerun recomputes everything and gives the same data
+    again = run_sweep(tiny, results_dir=out, **quiet)
+    assert again.computed == [] and again.skipped == TINY_CELLS
+    forced = run_sweep(tiny, results_dir=out, rerun=True, **quiet)
+    assert len(forced.computed) == TINY_CELLS
+    pd.testing.assert_frame_equal(_sorted(load(out / "tiny")), reference)
+
+
+def test_membership_changes_relabel_finished_parts(client, tiny: Path, tmp_path: Path):
+    quiet = dict(client=client, progress=False, echo=lambda *_: None)
+    exp = load_experiment(tiny)
+    few = tmp_path / "few.toml"
+    few.write_text(TINY.split("[[sweep]]\nname = \"deadline\"")[0].replace('presets = ["common", "own"]', ""))
+    few_report = run_sweep(few, results_dir=tmp_path, **quiet)  # same name "tiny": default point, common preset only
+    assert len(few_report.computed) == 6
+    report = run_sweep(exp, results_dir=tmp_path, **quiet)
+    assert len(report.computed) == TINY_CELLS - 6
+    df = load(tmp_path / "tiny")
+    local = df[(df["method"] == "local") & (df["deadline"] == 1.0) & (df["capacities"].map(max) == 50)]
+    assert local["sweeps"].map(list).map(tuple).unique().tolist() == [("default", "deadline", "capacity")]
+    assert len(report.relabelled) == 6
+
+
+def _fails_for_optimal(payload):
+    if payload["method"] == "optimal" and payload["scenario"]["preset"] == "optimal":
+        raise RuntimeError("injected failure")
+    return compute_cell(payload)
+
+
+def _dies_once(payload):
+    marker = Path(payload["_marker_dir"]) / payload["cell_id"]
+    if payload["method"] == "random" and payload["scenario"]["deadline"] < 0.1 and payload["scenario"]["seed"] == 0 \
+            and not marker.exists():
+        marker.write_text("died")
+        os._exit(1)  # the worker process dies in the middle of the cell
+    return compute_cell(payload)
+
+
+def test_failed_cells_are_reported_never_dropped(client, tiny: Path, tmp_path: Path):
+    quiet = dict(client=client, progress=False, echo=lambda *_: None)
+    report = run_sweep(tiny, results_dir=tmp_path, cell_fn=_fails_for_optimal, retries=1, **quiet)
+    assert not report.ok
+    assert len(report.failed) == 2  # optimal on its own preset, 2 seeds
+    assert all("injected failure" in e for e in report.failed.values())
+    assert all(report.retried.get(cell) == 2 for cell in report.failed)  # first try + 1 retry
+    assert len(report.computed) == TINY_CELLS - 2
+    assert not any(part_path(tmp_path / "tiny", c).exists() for c in report.failed)
+    # the next run only retries the failed cells
+    report = run_sweep(tiny, results_dir=tmp_path, **quiet)
+    assert report.ok and len(report.computed) == 2
+
+
+def test_a_lost_worker_is_retried_and_reported(client, tiny: Path, tmp_path: Path, monkeypatch):
+    import mecsim.sweep as sweep
+
+    original = sweep.Cell.payload
+    monkeypatch.setattr(sweep.Cell, "payload", lambda self: {**original(self), "_marker_dir": str(tmp_path)})
+    report = run_sweep(tiny, results_dir=tmp_path, client=client, cell_fn=_dies_once, progress=False,
+                       echo=lambda *_: None)
+    assert report.ok and len(report.computed) == TINY_CELLS
+    died = {p.name for p in tmp_path.iterdir() if len(p.name) == 16}
+    assert len(died) == 1  # random at deadline 0.05, seed 0
+    assert died <= set(report.computed)
+    assert died <= set(report.retried)  # started again after its worker died
