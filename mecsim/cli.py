@@ -59,7 +59,14 @@ set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", h
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="per-episode parquet file")
 @click.option("--tasks-out", type=click.Path(dir_okay=False), default=None, help="per-task parquet file")
 @click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
-def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpoint, out, tasks_out, timing) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "python", "compiled"]),
+    default="auto",
+    show_default=True,
+    help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); auto: it when possible",
+)
+def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpoint, out, tasks_out, timing, engine) -> None:
     """Run a scheduler for some episodes and write the tidy per-episode table."""
     from .results import write_parquet
     from .runner import run as run_scheduler
@@ -76,6 +83,7 @@ def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpo
         keep_tasks=tasks_out is not None,
         timing=timing,
         progress=None,
+        engine=engine,
     )
     write_parquet(episodes_df, out)
     if tasks_out is not None:

@@ -14,7 +14,7 @@ from . import __version__
 from .arrivals import stream
 from .config import Scenario
 from .engine import Simulation
-from .scheduling import make_scheduler
+from .scheduling import SchedulerError, make_scheduler
 
 
 @lru_cache(maxsize=1)
@@ -99,13 +99,29 @@ def run(
     *,
     scheduler_options: dict[str, Any] | None = None,
     checkpoint: str | None = None,
+    engine: str = "auto",
     **kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Build the named scheduler with its own seeded stream and run ``episodes`` episodes."""
+    """Build the named scheduler with its own seeded stream and run ``episodes`` episodes.
+
+    ``engine``: ``"compiled"`` runs the slotted model on the JAX kernel (`mecsim.kernel`, many
+    episodes per vmapped call), ``"python"`` on the SimPy/NumPy path; ``"auto"`` uses the kernel
+    when the scheduler has a JAX-native form (``jax_policy``) for the scenario, else Python.
+    """
+    if engine not in ("auto", "python", "compiled"):
+        raise SchedulerError(f"engine {engine!r}: allowed auto, python, compiled")
     scheduler = make_scheduler(
         scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **(scheduler_options or {})
     )
     if checkpoint is not None:
         scheduler.load(checkpoint)
         scheduler.train(False)
-    return run_episodes(Simulation(scenario, scheduler), scheduler_name, episodes, **kwargs)
+    simulation = Simulation(scenario, scheduler)
+    if engine == "compiled" or (engine == "auto" and hasattr(scheduler, "jax_policy")):
+        from .kernel import compiled_simulation  # imports JAX only when the kernel may be used
+
+        first = kwargs.get("first_episode", 0)
+        planned = range(first, first + episodes)
+        stream_name = kwargs.get("stream_name", "arrivals")
+        simulation = compiled_simulation(scenario, scheduler, engine, episodes=planned, stream=stream_name) or simulation
+    return run_episodes(simulation, scheduler_name, episodes, **kwargs)

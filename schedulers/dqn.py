@@ -549,6 +549,13 @@ class DQNScheduler(Scheduler):
         self._reset_records()
         self._pending.clear()
 
+    def jax_policy(self):
+        """The current decisions in the compiled kernel's form (`schedulers.dqn_kernel`), or None where
+        they need this object's hooks (training mode, the rich observation)."""
+        from .dqn_kernel import dqn_policy
+
+        return dqn_policy(self)
+
     # -- checkpoints ---------------------------------------------------------------------------------
     def save(self, path: str) -> None:
         """Write ``config.json`` (hyper-parameters, counters) and ``agents.msgpack`` (every agent's nets)."""

@@ -15,3 +15,9 @@ class LocalScheduler(Scheduler):
     def decide_slot(self, obs: SlotObservation) -> Decision:
         onehot = np.eye(obs.scenario.n_bs)[obs.bs]
         return Decision(onehot, onehot)
+
+    def jax_policy(self):
+        """The same rule for the compiled kernel (`mecsim.kernel`)."""
+        from mecsim.kernel import JaxPolicy, local_decide
+
+        return JaxPolicy(local_decide)

@@ -23,3 +23,9 @@ class OptimalScheduler(Scheduler):
         fractions, spans = obs.evaluate(self.masks)
         best = int(np.argmin(spans))
         return Decision(self.masks[best], fractions[best])
+
+    def jax_policy(self):
+        """The same greedy choice for the compiled kernel (`mecsim.kernel`)."""
+        from mecsim.kernel import JaxPolicy, optimal_decide
+
+        return JaxPolicy(optimal_decide)

@@ -23,3 +23,10 @@ class RandomScheduler(Scheduler):
         other = self.rng.integers(n, size=len(obs))
         subsets = np.maximum(eye[obs.bs], eye[other])
         return Decision(subsets, None)
+
+    def jax_policy(self):
+        """The same rule for the compiled kernel (`mecsim.kernel`); draws come from a JAX key per episode
+        (seed's scheduler stream, episode), so they differ from the NumPy stream of this class."""
+        from mecsim.kernel import JaxPolicy, random_decide
+
+        return JaxPolicy(random_decide)

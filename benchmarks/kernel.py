@@ -1,0 +1,124 @@
+"""Tasks per second of the compiled slot kernel (`mecsim.kernel`) against the Python slotted path.
+
+Prints one ``name: value`` line per figure. Usage: ``python benchmarks/kernel.py [--quick] [--no-train]``.
+
+Every compiled figure is end to end, as `mecsim run` sees it: arrival traces, compaction,
+the vmapped kernel, the per-task log and the per-episode metrics (compilation excluded,
+reported separately). ``xR``: R episodes per vmapped call. Figures from one run on one
+machine are comparable with each other (ratios), not across machines; the 1-minute load
+average before and after is printed because other processes share the cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from mecsim.config import Scenario
+from mecsim.engine import Simulation
+from mecsim.kernel import CompiledSimulation
+from mecsim.scheduling import make_scheduler
+
+REFERENCE_OPTIMAL_TASKS_PER_S = 323  # the reference code's greedy-optimal, per its own timing
+
+
+def python_tasks_per_s(scenario: Scenario, scheduler, episodes: int) -> float:
+    simulation = Simulation(scenario, scheduler)
+    simulation.run_episode(0)  # warm-up
+    tasks, started = 0, time.perf_counter()
+    for episode in range(1, episodes + 1):
+        tasks += simulation.run_episode(episode).metrics["n_tasks"]
+    return tasks / (time.perf_counter() - started)
+
+
+def compiled_tasks_per_s(scenario: Scenario, scheduler, replicas: int, groups: int, granularity: str = "episode"):
+    """(tasks/s, seconds of the first, compiling call) for groups of ``replicas`` episodes per call."""
+    simulation = CompiledSimulation(scenario, scheduler, granularity=granularity)
+    started = time.perf_counter()
+    simulation.run_episodes(list(range(1000, 1000 + replicas)))  # compiles
+    compile_s = time.perf_counter() - started
+    tasks, started = 0, time.perf_counter()
+    for g in range(groups):
+        results = simulation.run_episodes(list(range(g * replicas, (g + 1) * replicas)))
+        tasks += sum(r.metrics["n_tasks"] for r in results)
+    return tasks / (time.perf_counter() - started), compile_s
+
+
+def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[float, float, float]:
+    """(seconds for ``episodes`` training episodes of every seed, compile seconds, last-50 mean make-span)."""
+    from schedulers.dqn_kernel import KernelTrainer
+
+    started = time.perf_counter()
+    KernelTrainer(scenario, "amcoedge", seeds).run(1, first_episode=10**6, timing=False)  # compiles
+    compile_s = time.perf_counter() - started
+    trainer = KernelTrainer(scenario, "amcoedge", seeds)
+    started = time.perf_counter()
+    tables = trainer.run(episodes, timing=False)
+    wall = time.perf_counter() - started
+    last = sum(t["mean_makespan"].tail(50).mean() for t in tables) / len(tables)
+    return wall, compile_s, last
+
+
+def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float:
+    from mecsim.training import train
+
+    started = time.perf_counter()
+    train(scenario, "amcoedge", episodes, eval_episodes=0, progress=False)
+    return (time.perf_counter() - started) / episodes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer timed episodes (noisier figures)")
+    parser.add_argument("--no-train", action="store_true", help="skip the AMCoEdge training figures")
+    parser.add_argument("--train-episodes", type=int, default=500)
+    args = parser.parse_args()
+    q = args.quick
+    figures: dict[str, float] = {"load_average_1min_start": os.getloadavg()[0]}
+
+    scenario = Scenario(preset="optimal")
+    optimal = make_scheduler("optimal", scenario)
+    figures["optimal_python_tasks_per_s"] = python_tasks_per_s(scenario, optimal, 2 if q else 4)
+    for replicas, groups in ((1, 8 if q else 24), (8, 2 if q else 6), (64, 1 if q else 3)):
+        rate, compile_s = compiled_tasks_per_s(scenario, optimal, replicas, groups)
+        figures[f"optimal_compiled_x{replicas}_tasks_per_s"] = rate
+        figures[f"optimal_compiled_x{replicas}_compile_s"] = compile_s
+    rate, _ = compiled_tasks_per_s(scenario, optimal, 64, 1, granularity="slot")
+    figures["optimal_compiled_x64_slot_steps_tasks_per_s"] = rate
+    figures["optimal_compiled_x64_over_python"] = (
+        figures["optimal_compiled_x64_tasks_per_s"] / figures["optimal_python_tasks_per_s"]
+    )
+    figures["optimal_compiled_x64_over_reference"] = figures["optimal_compiled_x64_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
+
+    # AMCoEdge inference: greedy decisions of an (untrained) network, reference preset
+    scenario = Scenario()
+    learner = make_scheduler("amcoedge", scenario)
+    learner.train(False)
+    figures["amcoedge_python_tasks_per_s"] = python_tasks_per_s(scenario, learner, 2 if q else 4)
+    for replicas, groups in ((1, 8 if q else 24), (64, 1 if q else 3)):
+        rate, _ = compiled_tasks_per_s(scenario, learner, replicas, groups)
+        figures[f"amcoedge_compiled_x{replicas}_tasks_per_s"] = rate
+    figures["amcoedge_compiled_x64_over_python"] = (
+        figures["amcoedge_compiled_x64_tasks_per_s"] / figures["amcoedge_python_tasks_per_s"]
+    )
+
+    if not args.no_train:
+        n = args.train_episodes
+        figures["amcoedge_python_train_s_per_episode"] = python_train_seconds_per_episode(scenario, 5 if q else 20)
+        wall, compile_s, last = train_seconds(scenario, [0], n)
+        figures[f"amcoedge_train_{n}ep_s"] = wall
+        figures["amcoedge_train_compile_s"] = compile_s
+        figures[f"amcoedge_train_{n}ep_last50_makespan"] = last
+        wall, compile_s, last = train_seconds(scenario, list(range(8)), n)
+        figures[f"amcoedge_train_{n}ep_8seeds_s"] = wall
+        figures["amcoedge_train_8seeds_compile_s"] = compile_s
+        figures[f"amcoedge_train_{n}ep_8seeds_last50_makespan"] = last
+        figures[f"amcoedge_python_train_{n}ep_s_estimate"] = figures["amcoedge_python_train_s_per_episode"] * n
+
+    figures["load_average_1min_end"] = os.getloadavg()[0]
+    for name, value in figures.items():
+        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+
+
+if __name__ == "__main__":
+    main()

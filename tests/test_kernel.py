@@ -1,0 +1,393 @@
+"""The compiled slot kernel against the Python slotted model: same traces, same decisions, same numbers.
+
+Every random scenario here has the same static shape (3 BSs, 4 task slots, 4 decision
+slots) and the kernels a fixed scan length, so each (flags, allocation rule, policy) is
+compiled once and reused across hypothesis examples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mecsim import kernel
+from mecsim.arrivals import episode_trace
+from mecsim.config import Scenario
+from mecsim.runner import run
+from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
+from mecsim.slotted_model import SlottedModel
+from mecsim.tasklog import TaskLog, episode_metrics
+from schedulers.local import LocalScheduler
+from schedulers.optimal import OptimalScheduler
+from schedulers.random_coedge import RandomScheduler
+
+B, N, SLOTS = 3, 4, 5
+FLAT = (SLOTS - 1) * B * N  # flat scan length that fits any trace of this shape
+WIDTH = B * N  # nested width that fits any slot
+TOL = 1e-9
+# Static combinations (preset flags, allocation rule, extra flags) that together cover every flag value
+# and rule; a fixed list keeps the number of compiled kernels small while hypothesis varies the numbers.
+COMBOS = [
+    ("amcoedge", "cwa", {}),
+    ("randcoedge", "hecwa", {}),
+    ("drlcoedge", "waterfill", {}),
+    ("optimal", "cwa", {"tau_clamp": "always"}),
+    ("drlcoedge", "cwa", {"enqueue_failed_work": False}),
+    ("amcoedge", "waterfill", {"makespan_counts_idle": False, "tau_clamp": "always", "enqueue_failed_work": False}),
+]
+EXAMPLES = settings(max_examples=15, deadline=None)
+
+
+def small(**kw) -> Scenario:
+    base = dict(n_bs=B, tasks_per_slot=N, slots=SLOTS, capacities=(10.0, 20.0, 30.0), rates=(400.0, 450.0, 500.0))
+    return Scenario(**{**base, **kw})
+
+
+@st.composite
+def scenarios(draw, combos=COMBOS):
+    preset, rule, variant = draw(st.sampled_from(combos))
+    return Scenario(
+        n_bs=B,
+        tasks_per_slot=N,
+        slots=SLOTS,
+        capacities=tuple(draw(st.lists(st.floats(2.0, 60.0), min_size=B, max_size=B))),
+        rates=tuple(draw(st.lists(st.floats(20.0, 600.0), min_size=B, max_size=B))),
+        arrival_prob=draw(st.sampled_from([0.0, 0.3, 0.7, 1.0])),
+        slot_length=draw(st.sampled_from([0.1, 0.5, 1.0])),
+        deadline=draw(st.sampled_from([0.05, 0.3, 1.0])),
+        preset=preset,
+        allocation=rule,
+        variant=variant,
+        seed=draw(st.integers(0, 10_000)),
+    )
+
+
+# -- both paths, instrumented ----------------------------------------------------------------------
+class Watch(Scheduler):
+    """Per-task decisions of ``inner`` (or given ones), recording the queue state each task sees."""
+
+    name = "watch"
+
+    def __init__(self, scenario, inner=None, decisions=None):
+        super().__init__(scenario)
+        self.inner, self.decisions, self.seen, self.k = inner, decisions, [], 0
+
+    def decide(self, obs):
+        self.seen.append(np.concatenate([obs.backlog, obs.current_backlog, obs.tx_backlog, obs.wait]))
+        self.k += 1
+        if self.decisions is not None:
+            return self.decisions(self.k - 1)
+        return self.inner.decide(obs)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A kernel policy that also returns the queue state its task sees, as `Watch` records it."""
+
+    inner: Callable
+
+    def __call__(self, params, key, state, task, ctx):
+        subset, fractions = self.inner(params, key, state, task, ctx)[:2]
+        remote = 1.0 - jax.nn.one_hot(task.bs, ctx.n_bs, dtype=task.wait.dtype)
+        seen = jnp.concatenate([state.backlog, state.backlog + state.assigned, remote * state.tau[task.bs], task.wait])
+        return subset, fractions, seen
+
+
+def python_episode(scenario, scheduler, episode=0):
+    """(log, metrics, final backlog) of one episode on the Python path."""
+    trace = episode_trace(scenario, scenario.seed, episode)
+    log = TaskLog(scenario, trace, episode)
+    model = SlottedModel(scenario, scheduler)
+    env = simpy.Environment()
+    env.process(model.process(env, trace, log))
+    env.run()
+    horizon = scenario.decision_slots * scenario.slot_length
+    metrics = episode_metrics(log, model.served, np.asarray(scenario.capacities, float), horizon)
+    return log, metrics, model.state.backlog
+
+
+def kernel_batch(replicas, decide, params=None, batched=False, layout="flat", granularity="episode"):
+    length = FLAT if layout == "flat" else WIDTH
+    policy = kernel.JaxPolicy(decide, params, batched)
+    return kernel.run_batch(replicas, policy, layout=layout, granularity=granularity, length=length)
+
+
+def assert_logs_match(got: TaskLog, want: TaskLog):
+    assert len(got) == len(want)
+    np.testing.assert_array_equal(got.slot, want.slot)
+    np.testing.assert_array_equal(got.bs, want.bs)
+    np.testing.assert_array_equal(got.task, want.task)
+    np.testing.assert_array_equal(got.subset, want.subset)
+    np.testing.assert_array_equal(got.failed, want.failed)
+    np.testing.assert_allclose(got.latency, want.latency, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got.makespan, want.makespan, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got.reward, want.reward, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got.fractions, want.fractions, rtol=0, atol=TOL)
+
+
+def assert_metrics_match(got: dict, want: dict):
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=0, atol=TOL, err_msg=key)
+
+
+def check_parity(scenario, make_python, decide, params_of=None, episodes=(0, 1), layout="flat"):
+    """Python episodes (``make_python(scenario, episode) -> scheduler``) against one vmapped kernel call."""
+    replicas = [kernel.Replica(scenario, e) for e in episodes]
+    runs = []
+    for e in episodes:
+        watch = make_python(scenario, e)
+        runs.append((watch, *python_episode(scenario, watch, e)))
+    params = params_of(replicas, [r[1] for r in runs]) if params_of else None
+    batch = kernel_batch(replicas, Seen(decide), params, batched=params is not None, layout=layout)
+    for i, (watch, log, metrics, backlog) in enumerate(runs):
+        got = batch.task_log(i, replicas[i])
+        assert_logs_match(got, log)
+        assert_metrics_match(batch.metrics(i, replicas[i], got), metrics)
+        np.testing.assert_allclose(batch.backlog[i], backlog, rtol=0, atol=TOL)
+        seen = batch.aux(i)
+        if len(watch.seen):
+            np.testing.assert_allclose(seen, np.stack(watch.seen), rtol=0, atol=TOL)
+    return batch
+
+
+def replayed(subsets_of, fractions_of=None):
+    """Python side of a replay: per-task decisions taken from a reference log."""
+
+    def make(scenario, episode):
+        subsets = subsets_of(episode).astype(float)
+        fractions = None if fractions_of is None else fractions_of(episode)
+        return Watch(scenario, decisions=lambda k: Decision(subsets[k], None if fractions is None else fractions[k]))
+
+    return make
+
+
+# -- parity per scheduler --------------------------------------------------------------------------
+@EXAMPLES
+@given(scenarios())
+def test_optimal_matches_python(scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), kernel.optimal_decide)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_local_matches_python(scenario):
+    batch = check_parity(scenario, lambda sc, e: Watch(sc, LocalScheduler(sc)), kernel.local_decide)
+    # and the Python path's batched slot form (decide_slot + apply_slot) gives the same episode
+    log, metrics, _ = python_episode(scenario, LocalScheduler(scenario))
+    assert_logs_match(batch.task_log(0, kernel.Replica(scenario, 0)), log)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_random_decisions_replayed_match_python(scenario):
+    """RandCoEdge's own decisions (batched, allocated on the true state) fed to the kernel."""
+    subsets = python_episode(scenario, RandomScheduler(scenario))[0].subset
+
+    def params_of(replicas, logs):
+        return kernel.replay_params(scenario, [r.get_trace() for r in replicas], [subsets], WIDTH)
+
+    check_parity(scenario, replayed(lambda e: subsets), kernel.replay_decide, params_of, episodes=(0,))
+
+
+@EXAMPLES
+@given(scenarios(), st.integers(0, 3))
+def test_explicit_fractions_replayed_match_python(scenario, salt):
+    """Arbitrary subsets with explicit fractions (zero shares included) give the same episode."""
+    trace = episode_trace(scenario, scenario.seed, 0)
+    n_tasks = np.count_nonzero(trace.sizes[: scenario.decision_slots])
+    rng = np.random.default_rng(salt)
+    subsets = (rng.random((n_tasks, B)) < 0.5).astype(float)
+    subsets[np.arange(n_tasks), rng.integers(B, size=n_tasks)] = 1.0
+    weights = rng.random((n_tasks, B)) * subsets * (rng.random((n_tasks, B)) < 0.8)
+    weights[weights.sum(axis=1) == 0] = subsets[weights.sum(axis=1) == 0]
+    fractions = weights / weights.sum(axis=1, keepdims=True)
+
+    def params_of(replicas, logs):
+        traces = [r.get_trace() for r in replicas]
+        return (kernel.replay_params(scenario, traces, [subsets], WIDTH), kernel.replay_params(scenario, traces, [fractions], WIDTH))
+
+    check_parity(
+        scenario, replayed(lambda e: subsets, lambda e: fractions), kernel.replay_fractions_decide, params_of, episodes=(0,)
+    )
+
+
+# -- layouts, granularity, replicas ----------------------------------------------------------------
+@settings(max_examples=5, deadline=None)
+@given(scenarios(COMBOS[:1]))
+def test_layouts_and_slot_stepping_agree(scenario):
+    replicas = [kernel.Replica(scenario, e) for e in range(3)]
+    flat = kernel_batch(replicas, kernel.optimal_decide)
+    nested = kernel_batch(replicas, kernel.optimal_decide, layout="nested")
+    stepped = kernel_batch(replicas, kernel.optimal_decide, layout="nested", granularity="slot")
+    for other in (nested, stepped):
+        np.testing.assert_allclose(other.served, flat.served, rtol=0, atol=TOL)
+        np.testing.assert_allclose(other.backlog, flat.backlog, rtol=0, atol=TOL)
+        for i, rep in enumerate(replicas):
+            assert_logs_match(other.task_log(i, rep), flat.task_log(i, rep))
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.lists(scenarios(COMBOS[:1]), min_size=3, max_size=3))
+def test_replicas_of_different_configs_in_one_call(scenarios_):
+    """Scenarios that share the static shape but differ in capacities, rates, Δ, deadline, p run side by side."""
+    replicas = [kernel.Replica(sc, i) for i, sc in enumerate(scenarios_)]
+    together = kernel_batch(replicas, kernel.optimal_decide)
+    for i, rep in enumerate(replicas):
+        alone = kernel_batch([kernel.Replica(rep.scenario, rep.episode)], kernel.optimal_decide)
+        assert_logs_match(together.task_log(i, rep), alone.task_log(0, rep))
+        log, metrics, _ = python_episode(rep.scenario, OptimalScheduler(rep.scenario), rep.episode)
+        assert_logs_match(together.task_log(i, rep), log)
+
+
+def test_reference_point_full_size():
+    """The published default point (5 BSs, 50 task slots, 60 decision slots), greedy optimal, two episodes."""
+    scenario = Scenario(preset="optimal")
+    replicas = [kernel.Replica(scenario, e) for e in (0, 1)]
+    batch = kernel.run_batch(replicas, kernel.JaxPolicy(kernel.optimal_decide))
+    for i, rep in enumerate(replicas):
+        log, metrics, backlog = python_episode(scenario, OptimalScheduler(scenario), rep.episode)
+        got = batch.task_log(i, rep)
+        assert_logs_match(got, log)
+        assert_metrics_match(batch.metrics(i, rep, got), metrics)
+        np.testing.assert_allclose(batch.backlog[i], backlog, rtol=0, atol=TOL)
+
+
+def test_random_policy_on_the_kernel():
+    """The kernel's own RandCoEdge draws: local server always in, at most one collaborator, reproducible."""
+    scenario = small(arrival_prob=1.0, seed=3)
+    replicas = [kernel.Replica(scenario, e) for e in (0, 1)]
+    a = kernel_batch(replicas, kernel.random_decide)
+    b = kernel_batch(replicas, kernel.random_decide)
+    log = a.task_log(0, replicas[0])
+    assert log.subset[np.arange(len(log)), log.bs].all()
+    assert (log.subset.sum(axis=1) <= 2).all()
+    assert log.subset.sum(axis=1).max() == 2 and log.subset.sum(axis=1).min() == 1
+    np.testing.assert_allclose(log.fractions.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(log.subset, b.task_log(0, replicas[0]).subset)
+    assert not np.array_equal(log.subset, a.task_log(1, replicas[1]).subset)
+
+
+# -- the engine side -------------------------------------------------------------------------------
+def test_runner_engines_agree_and_auto_picks_the_kernel(monkeypatch):
+    scenario = small(arrival_prob=0.7, preset="optimal", seed=5)
+    python, _ = run(scenario, "optimal", 3, engine="python", timing=False, progress=False, keep_tasks=False)
+    compiled, tasks = run(scenario, "optimal", 3, engine="compiled", timing=False, progress=False, keep_tasks=True)
+    assert list(compiled.columns) == list(python.columns)
+    for column in python.columns:
+        if pd.api.types.is_float_dtype(python[column]) or column == "utilisation":
+            got, want = np.stack(compiled[column].to_numpy()), np.stack(python[column].to_numpy())
+            np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=TOL, err_msg=column)
+        else:
+            assert compiled[column].astype(str).tolist() == python[column].astype(str).tolist(), column
+    assert len(tasks) == compiled["n_tasks"].sum()
+    calls = []
+    real = kernel.CompiledSimulation.run_episodes
+    monkeypatch.setattr(kernel.CompiledSimulation, "run_episodes", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    run(scenario, "local", 3, timing=False, progress=False)
+    assert calls and list(calls[0][0]) == [0, 1, 2]  # auto: the kernel, all three episodes in one call
+
+
+def test_compiled_engine_refuses_what_it_cannot_run():
+    event = small(model="event")
+    with pytest.raises(SchedulerError, match="slotted model only"):
+        run(event, "local", 1, engine="compiled", progress=False)
+    plain = small()
+    with pytest.raises(SchedulerError, match="no JAX-native form"):
+        run(plain, "best-single", 1, engine="compiled", progress=False)
+    with pytest.raises(SchedulerError, match="engine 'fast'"):
+        run(plain, "local", 1, engine="fast", progress=False)
+    assert kernel.compiled_simulation(event, make_scheduler("local", event), "auto") is None
+
+
+def test_compiled_simulation_calls_episode_hooks_in_order():
+    scenario = small(arrival_prob=0.5)
+
+    class Counting(LocalScheduler):
+        def __init__(self, sc):
+            super().__init__(sc)
+            self.ended = []
+
+        def on_episode_end(self, episode, metrics):
+            self.ended.append((episode, metrics["n_tasks"]))
+
+    sched = Counting(scenario)
+    sim = kernel.CompiledSimulation(scenario, sched, episodes=range(4), group=3)
+    results = [sim.run_episode(e) for e in range(4)]
+    assert [e for e, _ in sched.ended] == [0, 1, 2, 3]
+    assert [r.metrics["n_tasks"] for r in results] == [n for _, n in sched.ended]
+
+
+# -- learners ----------------------------------------------------------------------------------------
+LEARNERS = [("amcoedge", {}), ("drlcoedge", {}), ("smcoedge", {"k": 2}), ("smcoedge-topk", {"k": 2})]
+QUIET = dict(greedy_start=1.0, greedy_max=1.0)  # never explore
+
+
+def learner_scenario(**kw):
+    return small(tasks_per_slot=6, slots=8, arrival_prob=0.5, seed=4, **kw)
+
+
+@pytest.mark.parametrize("name, options", LEARNERS)
+def test_dqn_greedy_decisions_match_python(name, options):
+    scenario = learner_scenario()
+    sched = make_scheduler(name, scenario, **options)
+    sched.train(False)
+    policy = sched.jax_policy()
+    replicas = [kernel.Replica(scenario, e) for e in (0, 1)]
+    batch = kernel.run_batch(replicas, policy)
+    for i, rep in enumerate(replicas):
+        log, metrics, backlog = python_episode(scenario, sched, rep.episode)
+        assert_logs_match(batch.task_log(i, rep), log)
+        np.testing.assert_allclose(batch.backlog[i], backlog, rtol=0, atol=TOL)
+    sched.train(True)
+    assert sched.jax_policy() is None  # learning needs the Python hooks (or the kernel trainer)
+
+
+def _python_training(scenario, name, options, episodes):
+    from mecsim.arrivals import stream
+    from mecsim.engine import Simulation
+
+    sched = make_scheduler(name, scenario, rng=stream(scenario.seed, "scheduler"), **options)
+    sim = Simulation(scenario, sched)
+    return sched, [sim.run_episode(e).metrics for e in range(episodes)]
+
+
+def test_kernel_training_matches_python():
+    """Without exploration, and with a one-slot replay memory (so both paths draw the same minibatches),
+    kernel training stores the reference transitions and makes the same updates as the Python path."""
+    from schedulers.dqn_kernel import KernelTrainer
+
+    scenario = learner_scenario()
+    options = dict(learn_start=5, learn_every=2, replace_target_iter=3, memory_size=1, **QUIET)
+    python, metrics = _python_training(scenario, "amcoedge", options, 3)
+    trainer = KernelTrainer(scenario, "amcoedge", [scenario.seed, scenario.seed + 1], options)
+    tables = trainer.run(3, timing=False)
+    compiled = trainer.write_back()[0]
+    assert compiled.slot_step == python.slot_step
+    assert compiled.agents.learn_step == python.agents.learn_step > 0
+    a, b = python.agents.buffer, compiled.agents.buffer
+    np.testing.assert_array_equal(a.count, b.count)
+    for field in ("states", "actions", "rewards", "next_states"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    for got, want in zip(jax.tree.leaves(compiled.agents.params), jax.tree.leaves(python.agents.params)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)  # float32 nets
+    np.testing.assert_allclose(tables[0]["mean_makespan"], [m["mean_makespan"] for m in metrics], rtol=0, atol=TOL)
+    assert tables[1]["seed"].eq(scenario.seed + 1).all()
+
+
+def test_checkpoint_runs_on_the_kernel(tmp_path):
+    scenario = learner_scenario()
+    sched = make_scheduler("amcoedge", scenario)
+    sched.save(str(tmp_path / "ckpt"))
+    kw = dict(checkpoint=str(tmp_path / "ckpt"), timing=False, progress=False)
+    python, _ = run(scenario, "amcoedge", 2, engine="python", **kw)
+    compiled, _ = run(scenario, "amcoedge", 2, engine="compiled", **kw)
+    np.testing.assert_allclose(compiled["mean_makespan"], python["mean_makespan"], rtol=0, atol=TOL)
