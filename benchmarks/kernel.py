@@ -83,8 +83,9 @@ def main() -> None:
         rate, compile_s = compiled_tasks_per_s(scenario, optimal, replicas, groups)
         figures[f"optimal_compiled_x{replicas}_tasks_per_s"] = rate
         figures[f"optimal_compiled_x{replicas}_compile_s"] = compile_s
-    rate, _ = compiled_tasks_per_s(scenario, optimal, 64, 1, granularity="slot")
-    figures["optimal_compiled_x64_slot_steps_tasks_per_s"] = rate
+    for replicas, groups in ((1, 8 if q else 24), (64, 1 if q else 3)):
+        rate, _ = compiled_tasks_per_s(scenario, optimal, replicas, groups, granularity="slot")
+        figures[f"optimal_compiled_x{replicas}_slot_steps_tasks_per_s"] = rate
     figures["optimal_compiled_x64_over_python"] = (
         figures["optimal_compiled_x64_tasks_per_s"] / figures["optimal_python_tasks_per_s"]
     )

@@ -484,10 +484,11 @@ class Replica:
         return self.trace
 
 
-def policy_key(scenario: Scenario, episode: int, stream: str = "arrivals") -> np.ndarray:
-    """Raw PRNG key data of a policy for one episode: from the scenario seed's scheduler stream and the episode."""
+def policy_key(seed: int, episode: int, stream: str = "arrivals") -> np.ndarray:
+    """Raw PRNG key data of a policy for one episode: from the seed's scheduler stream and the episode
+    (and the arrival stream's name, when it is not the default one)."""
     index = (episode,) if stream == "arrivals" else (episode, zlib.crc32(stream.encode()) & 0x7FFFFFFF)
-    return np.asarray(jax.random.key_data(jax.random.PRNGKey(stream_seed(scenario.seed, "scheduler", *index))))
+    return np.asarray(jax.random.key_data(jax.random.PRNGKey(stream_seed(seed, "scheduler", *index))))
 
 
 def stack_env(replicas: Sequence[Replica]) -> Env:
@@ -585,7 +586,7 @@ def run_batch(
     spec = base.with_length(length)
     envs = stack_env(replicas)
     if keys is None:
-        keys = np.stack([policy_key(r.scenario, r.episode, r.stream) for r in replicas])
+        keys = np.stack([policy_key(r.scenario.seed, r.episode, r.stream) for r in replicas])
     static = _static_policy(policy)
     holder: dict[str, Any] = {}
 
@@ -685,6 +686,7 @@ class CompiledSimulation:
         self.granularity = granularity
         self._planned: dict[str, list[int]] = {}
         self._done: dict[tuple[str, int], EpisodeResult] = {}
+        self._group_sizes: set[int] = set()
         self.plan(episodes, stream)
 
     def plan(self, episodes: Iterable[int], stream: str = "arrivals") -> None:
@@ -716,7 +718,11 @@ class CompiledSimulation:
         """Run the episodes in one vmapped call (no scheduler hooks); results in the given order."""
         traces = traces or {}
         replicas = [Replica(self.scenario, e, stream, traces.get(e)) for e in episodes]
-        batch = run_batch(replicas, self.policy, granularity=self.granularity)
+        # a smaller group (the last of a run) is padded to a size already compiled, instead of compiling anew
+        sizes = [n for n in self._group_sizes if n >= len(replicas)]
+        padded = replicas + [replicas[-1]] * (min(sizes) - len(replicas)) if sizes else replicas
+        self._group_sizes.add(len(padded))
+        batch = run_batch(padded, self.policy, granularity=self.granularity)
         share = batch.wall_time / len(replicas)
         results = []
         for i, rep in enumerate(replicas):

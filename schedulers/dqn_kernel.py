@@ -284,6 +284,8 @@ class KernelTrainer:
             make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **dict(options or {})) for sc in self.scenarios
         ]
         first = self.schedulers[0]
+        # exploration and replay sampling follow the learner's seed (the scenario's unless `learner_seed` is set)
+        self.learner_seeds = [getattr(s, "learner_seed", s.scenario.seed) for s in self.schedulers]
         if not isinstance(first, DQNScheduler) or first.rich:
             raise SchedulerError(f"scheduler {scheduler_name!r}: kernel training needs a DQN scheduler with the reference observation")
         cfg = first.config
@@ -306,7 +308,7 @@ class KernelTrainer:
             rewards=np.zeros((n_rep, n_bs, mem), np.float32),
             next_states=np.zeros((n_rep, n_bs, mem, feat), np.float32),
             count=np.zeros((n_rep, n_bs), np.int64),
-            key=np.stack([np.asarray(jax.random.PRNGKey(stream_seed(s, "replay", 1 << 20))) for s in self.seeds]),
+            key=np.stack([np.asarray(jax.random.PRNGKey(stream_seed(s, "replay", 1 << 20))) for s in self.learner_seeds]),
         )
         self.counters = (np.int64(first.slot_step), np.int64(first.agents.learn_step))
         self.episodes_done = 0
@@ -332,7 +334,7 @@ class KernelTrainer:
                 fn = _compiled_train_episode(spec, self.ts, self.policy)
                 tasks = kernel.compact_nested(trs, sc.decision_slots, spec.length)
                 grid = np.stack([np.asarray(tr.sizes) for tr in trs])  # (R, slots, B, N)
-                keys = np.stack([kernel.policy_key(s, e) for s in self.scenarios])
+                keys = np.stack([kernel.policy_key(seed, e) for seed in self.learner_seeds])
                 out, served, learner, counters = fn(self.table, env, keys, tasks, grid, learner, counters)
                 if pending is not None:
                     self._record(rows, *pending, timing)
