@@ -264,21 +264,30 @@ class Tasks(NamedTuple):
 _SIZES: dict[tuple, list[int]] = {}  # compiled scan lengths per (layout, shape): reused while they fit
 
 
-def pick_length(key: tuple, needed: int, quantum: int, spread: float = 3.0) -> int:
+def pick_length(key: tuple, needed: int, quantum: int, spread: float = 3.0, expected: float = 0.0) -> int:
     """A scan length >= ``needed``, stable across calls so that compiled kernels are reused.
 
-    Counts of Bernoulli arrivals vary by about sqrt(count) between replicas, so a new length
-    gets ``spread`` * sqrt(needed) of headroom (rounded up to ``quantum``), and a length already
-    compiled for ``key`` is reused while it fits with at most that much (plus a quantum) to spare.
+    A new length is at least ``expected`` (a high quantile of the count, see `expected_length`)
+    and has ``spread`` * sqrt(needed) of headroom over ``needed``, rounded up to ``quantum``; a
+    length already compiled for ``key`` is reused while it fits without wasting much more.
     """
     headroom = int(spread * needed**0.5)
     known = _SIZES.setdefault(key, [])
-    fits = [n for n in known if needed <= n <= needed + 2 * headroom + quantum]
+    fits = [n for n in known if needed <= n <= max(needed + 2 * headroom, expected) + quantum]
     if fits:
         return min(fits)
-    length = max(quantum, -(-(needed + headroom) // quantum) * quantum)
+    length = max(quantum, -(-int(max(needed + headroom, expected)) // quantum) * quantum)
     known.append(length)
     return length
+
+
+def expected_length(scenario: Scenario, layout: str, sds: float = 5.0) -> float:
+    """Mean + ``sds`` standard deviations of the entries per episode (flat) or tasks per slot (nested)."""
+    bn, p, t = scenario.n_bs * scenario.tasks_per_slot, scenario.arrival_prob, scenario.decision_slots
+    if layout == "nested":
+        return min(bn, bn * p + sds * (bn * p * (1 - p)) ** 0.5)
+    empty = (1 - p) ** bn  # a slot without tasks still takes one entry
+    return min(t * max(bn, 1), t * (bn * p + empty) + sds * (t * bn * p * (1 - p)) ** 0.5)
 
 
 def _stack_traces(traces: Sequence[Trace], decision_slots: int):
@@ -577,11 +586,13 @@ def run_batch(
     traces = [r.get_trace() for r in replicas]
     if layout == "flat":
         needed = int(max(np.maximum(slot_counts(tr, first.decision_slots), 1).sum() for tr in traces))
-        length = length or pick_length(("flat", base, len(replicas)), needed, 64)
+        expected = max(expected_length(r.scenario, "flat") for r in replicas)
+        length = length or pick_length(("flat", base, len(replicas)), needed, 64, expected=expected)
         tasks = compact_flat(traces, first.decision_slots, length)
     else:
         needed = int(max(max(slot_counts(tr, first.decision_slots).max(initial=0), 1) for tr in traces))
-        length = length or pick_length(("nested", base, len(replicas)), needed, 8, spread=1.5)
+        expected = max(expected_length(r.scenario, "nested") for r in replicas)
+        length = length or pick_length(("nested", base, len(replicas)), needed, 8, spread=1.5, expected=expected)
         tasks = compact_nested(traces, first.decision_slots, length)
     spec = base.with_length(length)
     envs = stack_env(replicas)

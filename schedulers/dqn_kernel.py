@@ -330,7 +330,8 @@ class KernelTrainer:
             for e in range(first_episode, first_episode + episodes):
                 trs = [episode_trace(s, s.seed, e) for s in self.scenarios]
                 needed = max(max(int(kernel.slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
-                spec = base.with_length(kernel.pick_length(("train", base, len(trs)), needed, 8, spread=1.5))
+                expected = max(kernel.expected_length(s, "nested") for s in self.scenarios)
+                spec = base.with_length(kernel.pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
                 fn = _compiled_train_episode(spec, self.ts, self.policy)
                 tasks = kernel.compact_nested(trs, sc.decision_slots, spec.length)
                 grid = np.stack([np.asarray(tr.sizes) for tr in trs])  # (R, slots, B, N)
