@@ -79,7 +79,7 @@ def main() -> None:
     scenario = Scenario(preset="optimal")
     optimal = make_scheduler("optimal", scenario)
     figures["optimal_python_tasks_per_s"] = python_tasks_per_s(scenario, optimal, 2 if q else 4)
-    for replicas, groups in ((1, 8 if q else 24), (8, 2 if q else 6), (64, 1 if q else 3)):
+    for replicas, groups in ((1, 8 if q else 24), (8, 2 if q else 6), (16, 1 if q else 4), (64, 1 if q else 3)):
         rate, compile_s = compiled_tasks_per_s(scenario, optimal, replicas, groups)
         figures[f"optimal_compiled_x{replicas}_tasks_per_s"] = rate
         figures[f"optimal_compiled_x{replicas}_compile_s"] = compile_s

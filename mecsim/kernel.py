@@ -669,6 +669,9 @@ def compiled_simulation(scenario: Scenario, scheduler, engine: str = "auto", **o
 class CompiledSimulation:
     """Runs episodes of one scenario on the kernel, up to ``group`` episodes per vmapped call.
 
+    The default group of 16 was the fastest on a 2-core Xeon (greedy optimal, default point:
+    ~0.75 M tasks/s at 16 against ~0.55 M at 64, whose per-step arrays outgrow the L2 cache).
+
     A drop-in for `mecsim.engine.Simulation`: ``run_episode(e)`` returns an `EpisodeResult`.
     Episodes announced with ``plan`` (or the constructor's ``episodes``) are computed in
     groups ahead of the request; each result's wall time is its share of its group's.
@@ -683,7 +686,7 @@ class CompiledSimulation:
         *,
         episodes: Iterable[int] = (),
         stream: str = "arrivals",
-        group: int = 64,
+        group: int = 16,
         granularity: str = "episode",
     ):
         if scenario.model != "slotted":
