@@ -91,6 +91,8 @@ class DQNConfig:
                 problems.append(f"{name} = {getattr(self, name)}: must be >= 1")
         if self.learn_start < 0:
             problems.append(f"learn_start = {self.learn_start}: must be >= 0")
+        if self.learner_seed < -1:
+            problems.append(f"learner_seed = {self.learner_seed}: must be >= 0, or -1 for the scenario's seed")
         if not self.lr > 0 or not self.init_std >= 0:
             problems.append(f"lr = {self.lr}, init_std = {self.init_std}: need lr > 0 and init_std >= 0")
         if not 0 <= self.gamma <= 1:
