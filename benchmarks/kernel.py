@@ -4,9 +4,12 @@ Prints one ``name: value`` line per figure. Usage: ``python benchmarks/kernel.py
 
 Every compiled figure is end to end, as `mecsim run` sees it: arrival traces, compaction,
 the vmapped kernel, the per-task log and the per-episode metrics (compilation excluded,
-reported separately). ``xR``: R episodes per vmapped call. Figures from one run on one
-machine are comparable with each other (ratios), not across machines; the 1-minute load
-average before and after is printed because other processes share the cores.
+reported separately). ``xR``: R episodes per vmapped call; ``slot_steps``: one compiled
+call per slot under SimPy instead of one per episode. Throughputs are the best of several
+timed calls (episodes on the Python path), which damps the load of other processes; the
+training figures are single wall times. Figures from one run on one machine are comparable
+with each other (ratios), not across machines; the 1-minute load average before and after
+is printed because other processes may share the cores.
 """
 from __future__ import annotations
 
@@ -23,25 +26,30 @@ REFERENCE_OPTIMAL_TASKS_PER_S = 323  # the reference code's greedy-optimal, per 
 
 
 def python_tasks_per_s(scenario: Scenario, scheduler, episodes: int) -> float:
+    """Tasks/s of the best of ``episodes`` timed episodes (best-of damps other processes' load)."""
     simulation = Simulation(scenario, scheduler)
     simulation.run_episode(0)  # warm-up
-    tasks, started = 0, time.perf_counter()
+    best = 0.0
     for episode in range(1, episodes + 1):
-        tasks += simulation.run_episode(episode).metrics["n_tasks"]
-    return tasks / (time.perf_counter() - started)
+        started = time.perf_counter()
+        tasks = simulation.run_episode(episode).metrics["n_tasks"]
+        best = max(best, tasks / (time.perf_counter() - started))
+    return best
 
 
 def compiled_tasks_per_s(scenario: Scenario, scheduler, replicas: int, groups: int, granularity: str = "episode"):
-    """(tasks/s, seconds of the first, compiling call) for groups of ``replicas`` episodes per call."""
+    """(tasks/s of the best of ``groups`` calls of ``replicas`` episodes, seconds of the first, compiling call)."""
     simulation = CompiledSimulation(scenario, scheduler, granularity=granularity)
     started = time.perf_counter()
     simulation.run_episodes(list(range(1000, 1000 + replicas)))  # compiles
     compile_s = time.perf_counter() - started
-    tasks, started = 0, time.perf_counter()
+    best = 0.0
     for g in range(groups):
+        started = time.perf_counter()
         results = simulation.run_episodes(list(range(g * replicas, (g + 1) * replicas)))
-        tasks += sum(r.metrics["n_tasks"] for r in results)
-    return tasks / (time.perf_counter() - started), compile_s
+        tasks = sum(r.metrics["n_tasks"] for r in results)
+        best = max(best, tasks / (time.perf_counter() - started))
+    return best, compile_s
 
 
 def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[float, float, float]:
@@ -78,7 +86,7 @@ def main() -> None:
 
     scenario = Scenario(preset="optimal")
     optimal = make_scheduler("optimal", scenario)
-    figures["optimal_python_tasks_per_s"] = python_tasks_per_s(scenario, optimal, 2 if q else 4)
+    figures["optimal_python_tasks_per_s"] = python_tasks_per_s(scenario, optimal, 2 if q else 5)
     for replicas, groups in ((1, 8 if q else 24), (8, 2 if q else 6), (16, 1 if q else 4), (64, 1 if q else 3)):
         rate, compile_s = compiled_tasks_per_s(scenario, optimal, replicas, groups)
         figures[f"optimal_compiled_x{replicas}_tasks_per_s"] = rate
@@ -95,7 +103,7 @@ def main() -> None:
     scenario = Scenario()
     learner = make_scheduler("amcoedge", scenario)
     learner.train(False)
-    figures["amcoedge_python_tasks_per_s"] = python_tasks_per_s(scenario, learner, 2 if q else 4)
+    figures["amcoedge_python_tasks_per_s"] = python_tasks_per_s(scenario, learner, 2 if q else 5)
     for replicas, groups in ((1, 8 if q else 24), (64, 1 if q else 3)):
         rate, _ = compiled_tasks_per_s(scenario, learner, replicas, groups)
         figures[f"amcoedge_compiled_x{replicas}_tasks_per_s"] = rate
