@@ -154,11 +154,15 @@ def show_config(config, sets) -> None:
               help="join this Dask scheduler (default: $MECSIM_DASK_ADDRESS, else a local cluster)")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="local cluster: worker processes (default: one per core)")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False))
-def sweep_command(experiment, rerun, scheduler_address, workers, results_dir) -> None:
+@click.option("--dry-run", is_flag=True, help="print the cells to run and a projected wall time (from measured cells), run nothing")
+def sweep_command(experiment, rerun, scheduler_address, workers, results_dir, dry_run) -> None:
     """Run an experiment (a name in experiments/ or a TOML path) as a parallel, resumable sweep."""
-    from .sweep import SweepError, run_sweep
+    from .sweep import SweepError, describe_plan, run_sweep
 
     try:
+        if dry_run:
+            describe_plan(experiment, results_dir=results_dir, workers=workers, echo=click.echo)
+            return
         report = run_sweep(experiment, results_dir=results_dir, rerun=rerun,
                            scheduler_address=scheduler_address, workers=workers, echo=click.echo)
     except SweepError as err:

@@ -204,11 +204,7 @@ def sweep_figures(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment,
                                 label=f"published {PUBLISHED_NAMES.get(method, method)} (historical)")
                 ax.set_xlabel(AXIS_LABELS.get(parameter, parameter))
                 ax.set_ylabel(ylabel)
-            handles, labels = axes[0].get_legend_handles_labels()
-            for ax in axes:
-                if ax.get_legend() is not None:
-                    ax.get_legend().remove()
-            fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+            _figure_legend(fig, axes)
             fig.suptitle(f"{exp.name}: {name} sweep, {model} model, preset "
                          f"{', '.join(sorted(part['preset'].unique()))}, {n_seeds} seed(s)")
             fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -221,6 +217,18 @@ def sweep_figures(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment,
                 caption += "."
             written += _save(fig, out_dir, f"sweep-{name}-{model}", caption)
     return written
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for the whole figure, right of the panels (labels deduplicated across panels)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(text, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
+               frameon=False)
 
 
 def _smoothed(df: pd.DataFrame, keys: list[str], window: int) -> pd.DataFrame:
@@ -273,7 +281,7 @@ def convergence_figures(df: pd.DataFrame, members: pd.DataFrame, exp: Experiment
                 ax.set_ylabel(ylabel)
                 ax.set_xlabel("episode")
                 ax.set_title(setting if r == 0 else "")
-                ax.legend(fontsize=6, frameon=False)
+        _figure_legend(fig, axes.ravel())
         fig.suptitle(f"{exp.name}: convergence at the default point ({model} model), "
                      f"{part['seed'].nunique()} seed(s), online episodes smoothed over {SMOOTH_EPISODES}")
         fig.tight_layout(rect=(0, 0.05, 1, 1))

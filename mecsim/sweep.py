@@ -81,6 +81,7 @@ class Method:
     preset: str | None = None  # the method's own published environment preset
     options: dict[str, Any] = field(default_factory=dict)
     optional: bool = False
+    engine: str | None = None  # overrides [run] engine for this method
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ class Experiment:
                                     learner=method.learner,
                                     eval_episodes=self.eval_episodes,
                                     options=dict(method.options),
-                                    engine=self.engine,
+                                    engine=method.engine or self.engine,
                                     timing=self.timing,
                                 )
                                 known = cells.setdefault(cell.cell_id, cell)
@@ -277,7 +278,7 @@ def find_experiment(name_or_path: str | Path) -> Path:
 
 _TOP_KEYS = {"name", "description", "run", "scenario", "methods", "sweep"}
 _RUN_KEYS = {"seeds", "engine", "eval_episodes", "common_preset", "timing"}
-_METHOD_KEYS = {"episodes", "learner", "preset", "scheduler", "options", "optional"}
+_METHOD_KEYS = {"episodes", "learner", "preset", "scheduler", "options", "optional", "engine"}
 _BLOCK_KEYS = {"name", "parameter", "values", "x", "methods", "presets", "models", "set", "optional"}
 
 
@@ -327,6 +328,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
             preset=preset,
             options=dict(spec.get("options", {})),
             optional=bool(spec.get("optional", False)),
+            engine=str(spec["engine"]) if "engine" in spec else None,
         )
     if not methods:
         raise SweepError(f"{path}: no [methods.<name>] tables")
@@ -575,6 +577,67 @@ def label(frame: pd.DataFrame, cell: Cell) -> pd.DataFrame:
     return pd.concat([front, frame], axis=1)
 
 
+# -- planning ------------------------------------------------------------------------------------
+def expected_tasks(scenario: Scenario) -> float:
+    """Expected tasks per episode (decision slots × BSs × task slots × arrival probability)."""
+    return scenario.decision_slots * scenario.n_bs * scenario.tasks_per_slot * scenario.arrival_prob
+
+
+def calibration(results_dir: str | Path) -> pd.DataFrame:
+    """Measured seconds per (episode × expected task), per method, model and engine, from every timings.csv."""
+    frames = [pd.read_csv(p) for p in Path(results_dir).glob("*/timings.csv")]
+    if not frames:
+        return pd.DataFrame(columns=["method", "model", "engine", "s_per_task_episode", "cells"])
+    t = pd.concat(frames, ignore_index=True)
+    t = t[t["expected_tasks_per_episode"] > 0]
+    t["rate"] = t["wall_s"] / (t["episodes"] * t["expected_tasks_per_episode"])
+    return (
+        t.groupby(["method", "model", "engine"])["rate"]
+        .agg(s_per_task_episode="median", cells="size")
+        .reset_index()
+    )
+
+
+def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]:
+    """Projected CPU seconds of ``cells`` (cost ∝ episodes × expected tasks), and the cells with no measurement."""
+    table = {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+    total, unknown = 0.0, []
+    for cell in cells:
+        rate = table.get((cell.method, cell.scenario.model, cell.engine))
+        if rate is None:
+            unknown.append(cell)
+            continue
+        episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
+        total += rate * episodes * expected_tasks(cell.scenario)
+    return total, unknown
+
+
+def describe_plan(experiment: str | Path | Experiment, results_dir: str | Path = "results",
+                  workers: int | None = None, echo: Callable[[str], None] = print) -> None:
+    """Print what a sweep would run and a projected wall time from the measured per-cell costs."""
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    cells = plan(exp, echo)
+    out_dir = Path(results_dir) / exp.name
+    done = finished_cells(out_dir) if out_dir.is_dir() else set()
+    todo = [c for c in cells if c.cell_id not in done]
+    echo(f"experiment {exp.name} ({exp.path}): {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run")
+    counts = pd.DataFrame(
+        [{"sweep": c.sweep, "method": c.method, "model": c.scenario.model} for c in todo],
+        columns=["sweep", "method", "model"],
+    )
+    if not counts.empty:
+        echo(counts.value_counts(["sweep", "model"]).sort_index().to_string())
+    rates = calibration(results_dir)
+    seconds, unknown = estimate(todo, rates)
+    n = workers or default_workers()
+    echo(f"projected: {seconds / 3600:.1f} CPU-hours, about {seconds / n / 3600:.1f} h on {n} worker(s) "
+         f"(from {int(rates['cells'].sum()) if len(rates) else 0} measured cells in {results_dir}/*/timings.csv; "
+         f"cost taken as proportional to episodes x expected tasks)")
+    if unknown:
+        kinds = sorted({f"{c.method}/{c.scenario.model}/{c.engine}" for c in unknown})
+        echo(f"not included: {len(unknown)} cells with no measurement yet ({', '.join(kinds)})")
+
+
 # -- the client side -----------------------------------------------------------------------------
 @dataclass
 class SweepReport:
@@ -703,7 +766,7 @@ def _append_timing(out_dir: Path, cell: Cell, info: dict[str, Any]) -> None:
         "sweep": cell.sweep,
         "swept_value": cell.swept_value,
         "episodes": cell.episodes + (cell.eval_episodes if cell.learner else 0),
-        "expected_tasks_per_episode": s.decision_slots * s.n_bs * s.tasks_per_slot * s.arrival_prob,
+        "expected_tasks_per_episode": expected_tasks(s),
         "wall_s": round(info["wall_s"], 3),
         "where": info["where"],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -16,9 +16,11 @@ from mecsim.results import load
 from mecsim.sweep import (
     Cell,
     SweepError,
+    calibration,
     cell_hash,
     compute_cell,
     dask_client,
+    estimate,
     load_experiment,
     part_path,
     run_sweep,
@@ -95,6 +97,8 @@ def test_paper_grid_counts_and_values():
     assert episodes == {"random": 50, "optimal": 50, "local": 50, "best-single": 50,
                         "amcoedge": 500, "smcoedge": 300, "drlcoedge": 400}
     assert {c.method for c in cells if c.learner} == {"amcoedge", "smcoedge", "drlcoedge"}
+    assert {c.engine for c in cells if c.learner} == {"python"}  # per-method override of [run] engine
+    assert {c.engine for c in cells if not c.learner} == {"auto"}
     members = exp.memberships(cells)
     deadline_ids = set(members.loc[members["sweep"] == "deadline", "cell_id"])
     by_id = {c.cell_id: c for c in cells}
@@ -192,6 +196,12 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     assert reference.loc[reference["sweep"] == "capacity", "swept_value"].unique().tolist() == [90.0]
     assert reference["experiment"].unique().tolist() == ["tiny"]
 
+    # every computed cell's wall time is logged; the dry run projects from those measurements
+    rates = calibration(tmp_path / "uninterrupted")
+    assert set(rates["method"]) == {"local", "random", "optimal"} and rates["cells"].sum() == TINY_CELLS
+    seconds, unknown = estimate(load_experiment(tiny).cells(), rates)
+    assert seconds > 0 and unknown == []
+
     # simulate an interruption: one finished part lost, a temporary file of a write in progress left behind
     out = tmp_path / "interrupted"
     first = run_sweep(tiny, results_dir=out, **quiet)
@@ -270,3 +280,16 @@ def test_a_lost_worker_is_retried_and_reported(client, tiny: Path, tmp_path: Pat
     assert len(died) == 1  # random at deadline 0.05, seed 0
     assert died <= set(report.computed)
     assert died <= set(report.retried)  # started again after its worker died
+
+
+def test_cli_dry_run_lists_the_plan(tiny: Path, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mecsim.cli import main
+
+    result = CliRunner().invoke(main, ["sweep", str(tiny), "--dry-run", "--results-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{TINY_CELLS} cells, 0 finished, {TINY_CELLS} to run" in result.output
+    assert "not included: 22 cells with no measurement yet" in result.output
+    bad = CliRunner().invoke(main, ["sweep", "no-such-experiment", "--dry-run"])
+    assert bad.exit_code != 0 and "no experiment" in bad.output
