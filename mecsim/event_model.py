@@ -71,13 +71,7 @@ from . import slotted
 from .allocation import allocate
 from .arrivals import Trace
 from .config import Scenario
-from .scheduling import (
-    Observation,
-    SlotFeedback,
-    SlotObservation,
-    check_slot_decision,
-    normalise_decision,
-)
+from .scheduling import Observation, check_slot_decision, normalise_decision
 from .slotted_model import _overrides
 from .tasklog import TaskLog
 
@@ -284,16 +278,7 @@ class EventModel:
 
     def _run_batched(self, now: float, t: int, start: int, stop: int, log: TaskLog, backlog, decide_slot) -> None:
         rows = slice(start, stop)
-        slot_obs = SlotObservation(
-            time=now,
-            slot=t,
-            bs=log.bs[rows],
-            task=log.task[rows],
-            size=log.size[rows],
-            density=log.density[rows],
-            backlog=backlog,
-            scenario=self.scenario,
-        )
+        slot_obs = log.slot_observation(t, now, backlog, self.scenario)
         decision = check_slot_decision(decide_slot(slot_obs), stop - start, self.n, self._name)
         log.subset[rows] = decision.subset > 0
         log.decided[rows] = True
@@ -445,7 +430,7 @@ class EventModel:
     # -- learner feedback --------------------------------------------------------------------------
     def _feedback(self, t: int, backlog: np.ndarray, log: TaskLog, next_backlog: np.ndarray, trace: Trace) -> None:
         """Slot ``t``'s feedback at the end of the slot: true outcomes where known, estimates otherwise."""
-        rows = slice(int(log.slot_start[t]), int(log.slot_start[t + 1]))
+        rows = log.slot_rows(t)
         now = (t + 1) * self._dt
         arrival = t * self._dt
         finished = self._finished[rows]
@@ -467,19 +452,5 @@ class EventModel:
             failed = np.where(running, late, failed)
             reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
         self.scheduler.on_slot_end(
-            SlotFeedback(
-                slot=t,
-                bs=log.bs[rows],
-                task=log.task[rows],
-                size=log.size[rows],
-                density=log.density[rows],
-                backlog=backlog,
-                subsets=log.subset[rows].astype(float),
-                fractions=log.fractions[rows],
-                makespan=latency,
-                failed=failed,
-                reward=reward,
-                next_backlog=next_backlog,
-                next_sizes=trace.sizes[t + 1],
-            )
+            log.slot_feedback(t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward)
         )

@@ -12,13 +12,7 @@ from . import slotted
 from .allocation import allocate
 from .arrivals import Trace
 from .config import Scenario
-from .scheduling import (
-    Observation,
-    SlotFeedback,
-    SlotObservation,
-    check_slot_decision,
-    normalise_decision,
-)
+from .scheduling import Observation, check_slot_decision, normalise_decision
 from .tasklog import TaskLog
 
 
@@ -40,7 +34,7 @@ class SlottedModel:
             yield env.timeout(self.scenario.slot_length)
 
     def run_slot(self, now: float, t: int, trace: Trace, log: TaskLog) -> None:
-        rows = slice(log.slot_start[t], log.slot_start[t + 1])
+        rows = log.slot_rows(t)
         start_backlog = self.state.backlog
         decide_slot = getattr(self.scheduler, "decide_slot", None)
         if decide_slot is not None:
@@ -51,23 +45,7 @@ class SlottedModel:
         self.state, served = slotted.end_slot(self.state, self.params)
         self.served += served
         if self.wants_feedback:
-            self.scheduler.on_slot_end(
-                SlotFeedback(
-                    slot=t,
-                    bs=log.bs[rows],
-                    task=log.task[rows],
-                    size=log.size[rows],
-                    density=log.density[rows],
-                    backlog=start_backlog,
-                    subsets=log.subset[rows].astype(float),
-                    fractions=log.fractions[rows],
-                    makespan=log.latency[rows],
-                    failed=log.failed[rows],
-                    reward=log.reward[rows],
-                    next_backlog=self.state.backlog,
-                    next_sizes=trace.sizes[t + 1],
-                )
-            )
+            self.scheduler.on_slot_end(log.slot_feedback(t, start_backlog, self.state.backlog, trace.sizes[t + 1]))
 
     # -- one task at a time ------------------------------------------------------------------------
     def _run_task(self, now: float, t: int, k: int, log: TaskLog) -> None:
@@ -119,16 +97,7 @@ class SlottedModel:
 
     # -- a whole slot at once ----------------------------------------------------------------------
     def _run_batched(self, now: float, t: int, rows: slice, log: TaskLog, decide_slot) -> None:
-        slot_obs = SlotObservation(
-            time=now,
-            slot=t,
-            bs=log.bs[rows],
-            task=log.task[rows],
-            size=log.size[rows],
-            density=log.density[rows],
-            backlog=self.state.backlog,
-            scenario=self.scenario,
-        )
+        slot_obs = log.slot_observation(t, now, self.state.backlog, self.scenario)
         n_tasks = rows.stop - rows.start
         if n_tasks == 0:
             return

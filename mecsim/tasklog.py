@@ -6,6 +6,7 @@ import pandas as pd
 
 from .arrivals import Trace
 from .config import Scenario
+from .scheduling import SlotFeedback, SlotObservation
 
 
 class TaskLog:
@@ -43,6 +44,43 @@ class TaskLog:
     def makespan(self) -> np.ndarray:
         """The paper's make-span: the raw value, or the deadline for a failed task."""
         return np.where(self.failed, self.deadline, self.latency)
+
+    def slot_rows(self, t: int) -> slice:
+        """Rows of slot ``t``'s tasks."""
+        return slice(int(self.slot_start[t]), int(self.slot_start[t + 1]))
+
+    def slot_observation(self, t: int, now: float, backlog: np.ndarray, scenario: Scenario) -> SlotObservation:
+        """Every task of slot ``t`` with the start-of-slot ``backlog``, for ``decide_slot``."""
+        rows = self.slot_rows(t)
+        return SlotObservation(
+            time=now,
+            slot=t,
+            bs=self.bs[rows],
+            task=self.task[rows],
+            size=self.size[rows],
+            density=self.density[rows],
+            backlog=backlog,
+            scenario=scenario,
+        )
+
+    def slot_feedback(self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None):
+        """Slot ``t``'s decisions and outcomes for learners; outcomes default to the recorded ones."""
+        rows = self.slot_rows(t)
+        return SlotFeedback(
+            slot=t,
+            bs=self.bs[rows],
+            task=self.task[rows],
+            size=self.size[rows],
+            density=self.density[rows],
+            backlog=backlog,
+            subsets=self.subset[rows].astype(float),
+            fractions=self.fractions[rows],
+            makespan=self.latency[rows] if latency is None else latency,
+            failed=self.failed[rows] if failed is None else failed,
+            reward=self.reward[rows] if reward is None else reward,
+            next_backlog=next_backlog,
+            next_sizes=next_sizes,
+        )
 
     def frame(self, **constants) -> pd.DataFrame:
         """The per-task table (subsets and fractions as list columns)."""
