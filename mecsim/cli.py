@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from .config import ConfigError, Scenario, load_scenario, parse_assignment
+from .runner import ENGINES
 from .scheduling import SchedulerError, available_schedulers
 
 
@@ -43,6 +44,13 @@ def main() -> None:
 
 
 config_option = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), help="scenario TOML file")
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default="auto",
+    show_default=True,
+    help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); python: the SimPy engine; auto: the kernel when possible",
+)
 set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a scenario field (repeatable), e.g. deadline=0.5")
 
 
@@ -59,13 +67,7 @@ set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", h
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="per-episode parquet file")
 @click.option("--tasks-out", type=click.Path(dir_okay=False), default=None, help="per-task parquet file")
 @click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
-@click.option(
-    "--engine",
-    type=click.Choice(["auto", "python", "compiled"]),
-    default="auto",
-    show_default=True,
-    help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); auto: it when possible",
-)
+@engine_option
 def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpoint, out, tasks_out, timing, engine) -> None:
     """Run a scheduler for some episodes and write the tidy per-episode table."""
     from .results import write_parquet
@@ -106,7 +108,8 @@ def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpo
 @click.option("--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal")
 @click.option("--model", type=click.Choice(["slotted", "event"]), default=None, help="delay model (default: the scenario's)")
 @click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
-def train_command(scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing) -> None:
+@engine_option
+def train_command(scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing, engine) -> None:
     """Train a learning scheduler online, evaluate it greedily, save the table and a checkpoint."""
     from .training import train
 
@@ -120,6 +123,7 @@ def train_command(scheduler, episodes, seed, out, eval_episodes, config, sets, o
         options=_overrides(options),
         progress=None,
         timing=timing,
+        engine=engine,
     )
     last = min(50, episodes)
     line = (

@@ -64,10 +64,10 @@ from .allocation import allocate, subset_masks
 from .arrivals import Trace, episode_trace, stream_seed
 from .config import Scenario
 from .engine import EpisodeResult
+from .runner import ENGINES
 from .scheduling import SchedulerError
 from .tasklog import TaskLog, episode_metrics
 
-ENGINES = ("auto", "python", "compiled")
 GRANULARITIES = ("episode", "slot")
 LAYOUTS = ("auto", "flat", "nested")
 PAD_SIZE = 1.0  # size of a padding entry: any positive value keeps the padded arithmetic finite

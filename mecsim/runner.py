@@ -17,6 +17,10 @@ from .engine import Simulation
 from .scheduling import SchedulerError, make_scheduler
 
 
+ENGINES = ("auto", "python", "compiled")
+"""``python``: SimPy engine; ``compiled``: the JAX kernel (`mecsim.kernel`); ``auto``: the kernel where the scheduler allows."""
+
+
 @lru_cache(maxsize=1)
 def git_commit() -> str:
     """The commit of the source tree the package runs from ('unknown' outside a git checkout)."""
@@ -108,8 +112,8 @@ def run(
     episodes per vmapped call), ``"python"`` on the SimPy/NumPy path; ``"auto"`` uses the kernel
     when the scheduler has a JAX-native form (``jax_policy``) for the scenario, else Python.
     """
-    if engine not in ("auto", "python", "compiled"):
-        raise SchedulerError(f"engine {engine!r}: allowed auto, python, compiled")
+    if engine not in ENGINES:
+        raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
     scheduler = make_scheduler(
         scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **(scheduler_options or {})
     )

@@ -8,6 +8,13 @@ runs ``eval_episodes`` greedy episodes on traces drawn from the ``"evaluation"``
 * ``out_dir/episodes.parquet`` — the tidy per-episode table, online rows then eval rows;
 * ``out_dir/checkpoint/`` — the scheduler's ``save`` output, loadable with
   ``mecsim run --scheduler NAME --checkpoint out_dir/checkpoint``.
+
+``engine``: ``"compiled"`` trains on the JAX kernel (`schedulers.dqn_kernel.KernelTrainer`:
+the whole episode, learning included, in one compiled call) and evaluates there too;
+``"python"`` uses the SimPy engine; ``"auto"`` takes the kernel when the scheduler and
+scenario allow it (a DQN scheduler with the reference observation, slotted model).
+The kernel draws exploration from JAX keys, so its curves equal the Python path's in
+distribution, not sample by sample.
 """
 from __future__ import annotations
 
@@ -23,8 +30,8 @@ from .arrivals import stream
 from .config import Scenario
 from .engine import Simulation
 from .results import write_parquet
-from .runner import run_episodes
-from .scheduling import make_scheduler
+from .runner import ENGINES, run_episodes
+from .scheduling import SchedulerError, make_scheduler
 
 
 @dataclass
@@ -56,6 +63,7 @@ def train(
     options: dict[str, Any] | None = None,
     progress: bool | None = None,
     timing: bool = True,
+    engine: str = "python",
 ) -> TrainingResult:
     """Online training for ``episodes`` episodes, then ``eval_episodes`` greedy episodes on fresh traces.
 
@@ -65,16 +73,30 @@ def train(
     if seed is not None and seed != scenario.seed:
         scenario = scenario.replace(seed=seed)
     options = dict(options or {})
-    scheduler = make_scheduler(scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **options)
-    simulation = Simulation(scenario, scheduler)
+    if engine not in ENGINES:
+        raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
     started = time.perf_counter()
-    online, _ = run_episodes(simulation, scheduler_name, episodes, phase="online", timing=timing, progress=progress)
+    trainer = _kernel_trainer(scenario, scheduler_name, options, engine)
+    if trainer is not None:
+        (online,) = trainer.run(episodes, timing=timing)
+        (scheduler,) = trainer.write_back()
+    else:
+        scheduler = make_scheduler(scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **options)
+        online, _ = run_episodes(
+            Simulation(scenario, scheduler), scheduler_name, episodes, phase="online", timing=timing, progress=progress
+        )
     train_wall = time.perf_counter() - started
     frames = [online]
     train_mode = getattr(scheduler, "train", None)
     if train_mode is not None:
         train_mode(False)
     if eval_episodes > 0:
+        simulation = Simulation(scenario, scheduler)
+        if engine != "python":
+            from .kernel import compiled_simulation
+
+            planned = range(eval_episodes)
+            simulation = compiled_simulation(scenario, scheduler, engine, episodes=planned, stream="evaluation") or simulation
         evaluation, _ = run_episodes(
             simulation,
             scheduler_name,
@@ -97,3 +119,17 @@ def train(
             save(str(checkpoint))
         table_path = write_parquet(table, out / "episodes.parquet")
     return TrainingResult(table, scheduler, checkpoint, table_path, train_wall)
+
+
+def _kernel_trainer(scenario: Scenario, scheduler_name: str, options: dict[str, Any], engine: str):
+    """A KernelTrainer for this run, or None for the Python path (``auto`` falls back quietly)."""
+    if engine == "python":
+        return None
+    from schedulers.dqn_kernel import KernelTrainer  # imports JAX only when the kernel may be used
+
+    try:
+        return KernelTrainer(scenario, scheduler_name, [scenario.seed], options)
+    except SchedulerError:
+        if engine == "compiled":
+            raise
+        return None
