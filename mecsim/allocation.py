@@ -86,6 +86,13 @@ def allocate(rule: str, wait, duration, masks, xp=np):
     return fn(wait, duration, masks, xp)
 
 
+def allocate_subset(rule: str, wait, duration, subset: np.ndarray) -> np.ndarray:
+    """Fractions (B,) for one 0/1 ``subset`` (NumPy); a single server takes the whole task."""
+    if subset.sum() == 1:
+        return subset.astype(float)
+    return allocate(rule, np.asarray(wait), np.asarray(duration), subset[None, :])[0]
+
+
 def finish_times(wait, duration, fractions, masks, counts_idle: bool = True, xp=np):
     """Make-span of each subset: the latest finish over its members.
 

@@ -68,7 +68,7 @@ import simpy
 from simpy.events import URGENT, Event, Timeout
 
 from . import slotted
-from .allocation import allocate
+from .allocation import allocate_subset
 from .arrivals import Trace
 from .config import Scenario
 from .scheduling import Observation, check_slot_decision, normalise_decision
@@ -239,11 +239,6 @@ class EventModel:
     def _evaluate(self, obs: Observation, masks: np.ndarray, rule: str):
         return slotted.evaluate_subsets(obs.wait, obs.duration, obs.split_duration, masks, rule, self._estimate_params)
 
-    def _allocate(self, subset: np.ndarray, wait, split_duration) -> np.ndarray:
-        if subset.sum() == 1:
-            return subset.astype(float)
-        return allocate(self.scenario.allocation, np.asarray(wait), np.asarray(split_duration), subset[None, :])[0]
-
     # -- decisions ---------------------------------------------------------------------------------
     def _run_task(self, now: float, t: int, k: int, log: TaskLog, backlog: np.ndarray) -> None:
         b, size, density = self._bs[k], self._size[k], self._density[k]
@@ -268,7 +263,7 @@ class EventModel:
         decision = normalise_decision(self.scheduler.decide(obs), self.n, self._name)
         fractions = decision.fractions
         if fractions is None:
-            fractions = self._allocate(decision.subset, wait_a, duration_a)
+            fractions = allocate_subset(self.scenario.allocation, wait_a, duration_a, decision.subset)
         log.subset[k] = decision.subset > 0
         log.fractions[k] = fractions
         log.decided[k] = True
@@ -296,7 +291,7 @@ class EventModel:
         subsets = decision.subset
         for j, k in enumerate(range(start, stop)):
             wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
-            fractions = self._allocate(subsets[j], wait, duration)
+            fractions = allocate_subset(self.scenario.allocation, wait, duration, subsets[j])
             log.fractions[k] = fractions
             fractions = fractions.tolist()
             self._estimate[k] = self._span_estimate(wait, duration, fractions)

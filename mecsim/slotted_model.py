@@ -9,7 +9,7 @@ import numpy as np
 import simpy
 
 from . import slotted
-from .allocation import allocate
+from .allocation import allocate_subset
 from .arrivals import Trace
 from .config import Scenario
 from .scheduling import Observation, check_slot_decision, normalise_decision
@@ -77,7 +77,7 @@ class SlottedModel:
         p = self.params
         wait, duration, split_duration = terms or slotted.delay_terms(self.state, b, size, density, p)
         if fractions is None:
-            fractions = self._allocate(subset, wait, split_duration)
+            fractions = allocate_subset(self.scenario.allocation, wait, split_duration, subset)
         span = slotted.makespan(wait, duration, split_duration, subset, fractions, p)
         self.state, span, failed, reward = slotted.commit_task(self.state, b, size, density, subset, fractions, span, p)
         log.subset[k] = subset > 0
@@ -86,11 +86,6 @@ class SlottedModel:
         log.failed[k] = failed
         log.reward[k] = reward
         log.decided[k] = True
-
-    def _allocate(self, subset, wait, split_duration):
-        if subset.sum() == 1:
-            return subset.copy()
-        return allocate(self.scenario.allocation, wait, split_duration, subset[None, :])[0]
 
     def _evaluate(self, obs: Observation, masks: np.ndarray, rule: str):
         return slotted.evaluate_subsets(obs.wait, obs.duration, obs.split_duration, masks, rule, self.params)
