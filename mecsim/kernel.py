@@ -753,6 +753,14 @@ def optimal_decide(params, key, state, task: KernelTask, ctx: KernelContext):
     return ctx.masks[best], fractions[best]
 
 
+def best_single_decide(params, key, state, task: KernelTask, ctx: KernelContext):
+    """The whole task on the one server with the smallest make-span, ties to the lowest index."""
+    singles = jnp.eye(ctx.n_bs, dtype=task.wait.dtype)
+    fractions, spans = ctx.evaluate(task, masks=singles)
+    best = jnp.argmin(spans)
+    return singles[best], fractions[best]
+
+
 def local_decide(params, key, state, task: KernelTask, ctx: KernelContext):
     """The whole task on the arrival BS's own server."""
     onehot = jax.nn.one_hot(task.bs, ctx.n_bs, dtype=task.wait.dtype)

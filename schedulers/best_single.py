@@ -17,3 +17,9 @@ class BestSingleScheduler(Scheduler):
         _, spans = obs.evaluate(self.masks)
         best = int(np.argmin(spans))
         return Decision(self.masks[best], self.masks[best])
+
+    def jax_policy(self):
+        """The same choice for the compiled kernel (`mecsim.kernel`)."""
+        from mecsim.kernel import JaxPolicy, best_single_decide
+
+        return JaxPolicy(best_single_decide)

@@ -25,6 +25,7 @@ from mecsim.runner import run
 from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
 from mecsim.slotted_model import SlottedModel
 from mecsim.tasklog import TaskLog, episode_metrics
+from schedulers.best_single import BestSingleScheduler
 from schedulers.local import LocalScheduler
 from schedulers.optimal import OptimalScheduler
 from schedulers.random_coedge import RandomScheduler
@@ -175,6 +176,12 @@ def replayed(subsets_of, fractions_of=None):
 @given(scenarios())
 def test_optimal_matches_python(scenario):
     check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), kernel.optimal_decide)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_best_single_matches_python(scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, BestSingleScheduler(sc)), kernel.best_single_decide)
 
 
 @EXAMPLES
