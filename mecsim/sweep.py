@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -59,6 +60,21 @@ THREAD_ENV = {
     "MKL_NUM_THREADS": "1",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
 }
+
+# Compiled kernels are kept on disk (JAX's persistent compilation cache), so that workers and later
+# runs reuse what one process compiled; "off" disables it.
+CACHE_ENV = "MECSIM_JAX_CACHE"
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment of local worker processes: one thread each, and the shared compilation cache."""
+    env = dict(THREAD_ENV)
+    cache = os.environ.get(CACHE_ENV) or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mecsim" / "jax")
+    if cache != "off" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    return env
+
 
 SWEEP_LABELS = ("default", "deadline", "arrival_prob", "tasks_per_slot", "capacity", "convergence")
 
@@ -483,19 +499,43 @@ def compute_cell(payload: dict[str, Any]) -> pd.DataFrame:
     return _compute(payload)
 
 
-def _attempt(cell_fn: Callable[[dict[str, Any]], pd.DataFrame], payload: dict[str, Any], run_id: str):
-    """One attempt at a cell on a worker: logs start/error events (for the retry report), times it."""
+def compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
+    """Run cells that `plan_batches` put together: on the kernel in shared compiled calls
+    (`mecsim.training.train_many`, `mecsim.runner.run_many`); each cell's rows equal its own run's up
+    to the last bit of rounding."""
     _limit_threads()
-    cell_id = payload["cell_id"]
-    _log_event(run_id, cell_id, "start")
+    if len(payloads) == 1:
+        return [_compute(payloads[0])]
+    first = payloads[0]
+    scenarios = [Scenario(**p["scenario"]) for p in payloads]
+    if first["learner"]:
+        from .training import train_many
+
+        results = train_many(scenarios, first["scheduler"], first["episodes"], eval_episodes=first["eval_episodes"],
+                             options=first["options"], timing=first["timing"], engine=first["engine"])
+        frames = [r.episodes for r in results]
+    else:
+        from .runner import run_many
+
+        frames = run_many(scenarios, first["scheduler"], first["episodes"], scheduler_options=first["options"],
+                          timing=first["timing"], engine=first["engine"])
+    return [_decorate(frame, p) for frame, p in zip(frames, payloads)]
+
+
+def _attempt(batch_fn: Callable[[list[dict[str, Any]]], list[pd.DataFrame]], payloads: list[dict[str, Any]], run_id: str):
+    """One attempt at a batch of cells on a worker: logs start/error events (for the retry report), times it."""
+    _limit_threads()
+    for payload in payloads:
+        _log_event(run_id, payload["cell_id"], "start")
     started = time.perf_counter()
     try:
-        frame = cell_fn(payload)
+        frames = batch_fn(payloads)
     except BaseException as err:
-        _log_event(run_id, cell_id, "error", error=f"{type(err).__name__}: {err}")
+        for payload in payloads:
+            _log_event(run_id, payload["cell_id"], "error", error=f"{type(err).__name__}: {err}")
         raise
     info = {"wall_s": time.perf_counter() - started, "where": f"{socket.gethostname()}:{os.getpid()}"}
-    return frame, info
+    return frames, info
 
 
 def _cell_function(learner: bool) -> Callable:
@@ -551,6 +591,12 @@ def _compute(payload: dict[str, Any]) -> pd.DataFrame:
             timing=payload["timing"],
             **_engine_kwargs(function, engine),
         )
+    return _decorate(frame, payload)
+
+
+def _decorate(frame: pd.DataFrame, payload: dict[str, Any]) -> pd.DataFrame:
+    """The cell's identity columns in front of the runner's table."""
+    engine = payload["engine"]
     frame = frame.copy()
     frame["scheduler_options"] = json.dumps(payload["options"], sort_keys=True, default=str)
     frame.insert(0, "episodes_planned", payload["episodes"])
@@ -610,6 +656,59 @@ def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]
         episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
         total += rate * episodes * expected_tasks(cell.scenario)
     return total, unknown
+
+
+# Cells on the compiled kernel that differ only in seed, capacities, deadline, arrival probability
+# or the other per-replica numbers share compiled calls; a batch holds cells of similar task load
+# (padding to the busiest replica is wasted work) and few enough for the workers to share the load.
+BATCH_CELLS = 24
+BATCH_SPREAD = 1.15  # largest / smallest expected tasks per episode within one batch
+
+
+def batch_key(cell: Cell) -> tuple | None:
+    """Cells with equal keys may share kernel calls (`plan_batches`); None: the cell runs alone."""
+    if cell.engine == DEFAULT_ENGINE or cell.scenario.model != "slotted" or not _module_available("mecsim.kernel"):
+        return None
+    from .kernel import Spec  # the kernel's static shape
+
+    options = json.dumps(cell.options, sort_keys=True, default=str)
+    eval_episodes = cell.eval_episodes if cell.learner else 0
+    return (cell.method, cell.scheduler, cell.learner, cell.episodes, eval_episodes, options, cell.engine, cell.timing,
+            Spec.from_scenario(cell.scenario))
+
+
+def plan_batches(cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float = BATCH_SPREAD) -> list[list[Cell]]:
+    """Group ``cells`` into batches, each run as one task on one worker.
+
+    The grouping depends only on the cells given (not on which are finished), so a resumed
+    sweep runs the same batches and computes bit-identical rows; a cell run in another batch (or
+    alone) gives the same rows up to the last bit of rounding.
+    """
+    batches: list[list[Cell]] = []
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = batch_key(cell)
+        if key is None:
+            batches.append([cell])
+        else:
+            groups.setdefault(key, []).append(cell)
+    for members in groups.values():
+        members.sort(key=lambda c: (expected_tasks(c.scenario), c.cell_id))
+        current: list[Cell] = []
+        for cell in members:
+            if current and (
+                len(current) >= max_cells
+                or expected_tasks(cell.scenario) > spread * max(expected_tasks(current[0].scenario), 1.0)
+            ):
+                batches.append(current)
+                current = []
+            current.append(cell)
+        batches.append(current)
+    return batches
+
+
+def _each(cell_fn: Callable[[dict[str, Any]], pd.DataFrame], payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
+    return [cell_fn(p) for p in payloads]
 
 
 def describe_plan(experiment: str | Path | Experiment, results_dir: str | Path = "results",
@@ -711,13 +810,14 @@ def dask_client(scheduler_address: str | None = None, workers: int | None = None
             yield client
         return
     n = workers or default_workers()
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **THREAD_ENV}
+    worker_env = worker_environment()
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_env}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         with LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            env=dict(THREAD_ENV),
+            env=worker_env,
             dashboard_address=None,
             silence_logs=logging.CRITICAL,  # failures reach the client through the futures
         ) as cluster, Client(cluster) as client:
@@ -785,14 +885,15 @@ def run_sweep(
     client: Any = None,
     progress: bool | None = None,
     retries: int = 2,
-    cell_fn: Callable[[dict[str, Any]], pd.DataFrame] = compute_cell,
+    cell_fn: Callable[[dict[str, Any]], pd.DataFrame] | None = None,
     echo: Callable[[str], None] = print,
 ) -> SweepReport:
     """Run every unfinished cell of ``experiment``; write ``results_dir/<name>/part-<cell_id>.parquet``.
 
     ``client``: an existing `distributed.Client` to use (otherwise one is made by `dask_client`).
-    ``cell_fn(payload) -> rows`` computes one cell on a worker (default `compute_cell`).
-    Failed cells are retried ``retries`` times, then reported in the returned `SweepReport`.
+    Cells run in the batches of `plan_batches` through `compute_batch`; with ``cell_fn(payload)
+    -> rows`` given, each cell runs alone through it instead. A batch that fails is retried
+    ``retries`` times, then its cells are reported in the returned `SweepReport`.
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -828,7 +929,15 @@ def run_sweep(
             echo(f"note: {len(report.stale)} part(s) in {out_dir} belong to no cell of the current definition; "
                  f"`mecsim plot` ignores them")
         if todo:
-            todo.sort(key=Cell.cost, reverse=True)  # longest first: shortest overall wall time
+            if cell_fn is None:
+                batch_fn: Callable = compute_batch
+                todo_ids = {c.cell_id for c in todo}
+                batches = [b for b in plan_batches(cells) if any(c.cell_id in todo_ids for c in b)]
+            else:
+                batch_fn = functools.partial(_each, cell_fn)
+                batches = [[c] for c in todo]
+            cost = lambda batch: sum(c.cost() for c in batch)  # noqa: E731
+            batches.sort(key=cost, reverse=True)  # longest first: shortest overall wall time
             run_id = uuid.uuid4().hex
             with contextlib.ExitStack() as stack:
                 if client is None:
@@ -836,49 +945,56 @@ def run_sweep(
                         echo("note: --workers applies to the local cluster only; the remote cluster keeps its workers")
                     client = stack.enter_context(dask_client(scheduler_address, workers))
                 by_key = {}
-                for cell in todo:
+                for batch in batches:
                     future = client.submit(
                         _attempt,
-                        cell_fn,
-                        cell.payload(),
+                        batch_fn,
+                        [c.payload() for c in batch],
                         run_id,
-                        key=f"mecsim-cell-{cell.cell_id}-{run_id[:8]}",
+                        key=f"mecsim-cell-{batch[0].cell_id}-{run_id[:8]}",
                         pure=False,
                         retries=retries,
-                        priority=int(cell.cost()),
+                        priority=int(cost(batch)),
                     )
-                    by_key[future.key] = (future, cell)
-                total_cost = sum(c.cost() for c in todo)
+                    by_key[future.key] = (future, batch)
+                total_cost = sum(cost(b) for b in batches)
                 done_cost = 0.0
                 bar = tqdm(total=len(todo), unit="cell", desc=f"sweep {exp.name}", dynamic_ncols=True,
                            disable=None if progress is None else not progress, file=sys.stderr)
                 pending = as_completed([f for f, _ in by_key.values()])
                 try:
                     for future in pending:
-                        cell = by_key[future.key][1]
+                        batch = by_key[future.key][1]
                         if future.status == "lost":
                             # finished, but the worker holding the result died before we fetched it:
                             # the scheduler computes it again (bounded by its allowed-failures)
                             pending.add(future)
                             continue
                         if future.status == "finished":
-                            frame, info = future.result()
-                            write_parquet(label(frame, cell), part_path(out_dir, cell.cell_id))
-                            _append_timing(out_dir, cell, info)
-                            report.computed.append(cell.cell_id)
+                            frames, info = future.result()
+                            batch_cost = cost(batch)
+                            for cell, frame in zip(batch, frames):
+                                if cell.cell_id in done:
+                                    continue  # a resumed batch: this cell's part is already there
+                                write_parquet(label(frame, cell), part_path(out_dir, cell.cell_id))
+                                share = {**info, "wall_s": info["wall_s"] * cell.cost() / batch_cost}
+                                _append_timing(out_dir, cell, share)
+                                report.computed.append(cell.cell_id)
                         else:
                             err = future.exception() if future.status == "error" else None
                             if err is None:
                                 err = RuntimeError(f"the task ended with status {future.status!r}")
                             tb = "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
-                            report.failed[cell.cell_id] = f"{cell.describe()}: {type(err).__name__}: {err}\n{tb}"
-                            bar.write(f"cell failed: {cell.describe()}: {type(err).__name__}: {err}")
+                            for cell in batch:
+                                report.failed[cell.cell_id] = f"{cell.describe()}: {type(err).__name__}: {err}\n{tb}"
+                            others = f" (and {len(batch) - 1} other cell(s) of its batch)" if len(batch) > 1 else ""
+                            bar.write(f"cell failed: {batch[0].describe()}{others}: {type(err).__name__}: {err}")
                         future.release()
-                        done_cost += cell.cost()
+                        done_cost += cost(batch)
                         elapsed = time.perf_counter() - started
                         eta = elapsed * (total_cost - done_cost) / done_cost if done_cost else float("nan")
                         bar.set_postfix(failed=len(report.failed), work_eta=_fmt_s(eta), refresh=False)
-                        bar.update(1)
+                        bar.update(sum(c.cell_id not in done for c in batch))
                 except KeyboardInterrupt:
                     bar.close()
                     echo(f"\ninterrupted: {len(report.computed)} cell(s) of this run are saved; "
@@ -886,14 +1002,17 @@ def run_sweep(
                     raise
                 finally:
                     bar.close()
-                    report.retried = _attempts(client, run_id)
+                    report.retried = _attempts(client, run_id, {b[0].cell_id: [c.cell_id for c in b] for _, b in by_key.values()})
     report.wall_s = time.perf_counter() - started
     _summarise(report, echo)
     return report
 
 
-def _attempts(client: Any, run_id: str) -> dict[str, int]:
-    """Cells started more than once in this run: an error and a retry, or a lost worker and a recomputation."""
+def _attempts(client: Any, run_id: str, batches: dict[str, list[str]]) -> dict[str, int]:
+    """Cells started more than once in this run: an error and a retry, or a lost worker and a recomputation.
+
+    ``batches``: the cell ids of each batch, by the id of its first cell (which names its task).
+    """
     starts: dict[str, int] = {}
     lost: dict[str, int] = {}
     try:
@@ -907,8 +1026,8 @@ def _attempts(client: Any, run_id: str) -> dict[str, int]:
             for key in [*msg.get("processing-tasks", ()), *msg.get("lost-computed-tasks", ())]:
                 key = str(key)
                 if key.startswith("mecsim-cell-") and key.endswith(f"-{run_id[:8]}"):
-                    cell = key.split("-")[2]
-                    lost[cell] = lost.get(cell, 0) + 1
+                    for cell in batches.get(key.split("-")[2], [key.split("-")[2]]):
+                        lost[cell] = lost.get(cell, 0) + 1
     except Exception:  # noqa: BLE001 - reporting only
         pass
     attempts = {cell: max(starts.get(cell, 0), 1 + lost.get(cell, 0)) for cell in {*starts, *lost}}

@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -38,8 +38,8 @@ from .scheduling import SchedulerError, make_scheduler
 class TrainingResult:
     episodes: pd.DataFrame  # online rows then eval rows
     scheduler: Any
-    checkpoint: Path
-    table: Path
+    checkpoint: Path | None  # None when not saved (no out_dir)
+    table: Path | None
     train_wall_s: float
 
     def online_mean(self, last: int = 50) -> float:
@@ -76,7 +76,7 @@ def train(
     if engine not in ENGINES:
         raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
     started = time.perf_counter()
-    trainer = _kernel_trainer(scenario, scheduler_name, options, engine)
+    trainer = _kernel_trainer([scenario], scheduler_name, options, engine)
     if trainer is not None:
         (online,) = trainer.run(episodes, timing=timing)
         (scheduler,) = trainer.write_back()
@@ -86,6 +86,63 @@ def train(
             Simulation(scenario, scheduler), scheduler_name, episodes, phase="online", timing=timing, progress=progress
         )
     train_wall = time.perf_counter() - started
+    table = _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine)
+
+    out = Path(out_dir) if out_dir is not None else None
+    checkpoint = table_path = None
+    if out is not None:
+        checkpoint = out / "checkpoint"
+        save = getattr(scheduler, "save", None)
+        if save is not None:
+            save(str(checkpoint))
+        table_path = write_parquet(table, out / "episodes.parquet")
+    return TrainingResult(table, scheduler, checkpoint, table_path, train_wall)
+
+
+def train_many(
+    scenarios: Sequence[Scenario],
+    scheduler_name: str,
+    episodes: int,
+    *,
+    eval_episodes: int = 10,
+    options: dict[str, Any] | None = None,
+    timing: bool = True,
+    engine: str = "auto",
+) -> list[TrainingResult]:
+    """`train` for several scenarios (seeds included) at once: one result per scenario, in order.
+
+    On the kernel (``engine`` ``"compiled"``, or ``"auto"`` where it applies) every replica
+    trains in the same compiled calls and follows its own random streams, so each result is
+    that scenario's own `train` run, up to the last bit of rounding where the vectorisation
+    of a different replica count differs (which can, rarely, tip a greedy choice). The
+    scenarios must share the kernel's static shape (B, tasks per slot, slots, allocation
+    rule, accounting flags) to train together; elsewhere they run one by one.
+    """
+    options = dict(options or {})
+    if engine not in ENGINES:
+        raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
+    started = time.perf_counter()
+    trainer = _kernel_trainer(list(scenarios), scheduler_name, options, engine) if scenarios else None
+    if trainer is None:
+        return [
+            train(sc, scheduler_name, episodes, eval_episodes=eval_episodes, options=options, progress=False,
+                  timing=timing, engine=engine)
+            for sc in scenarios
+        ]
+    onlines = trainer.run(episodes, timing=timing)
+    schedulers = trainer.write_back()
+    train_wall = (time.perf_counter() - started) / len(scenarios)
+    return [
+        TrainingResult(
+            _with_evaluation(sc, sched, scheduler_name, online, eval_episodes, options, timing, False, engine),
+            sched, None, None, train_wall,
+        )
+        for sc, sched, online in zip(scenarios, schedulers, onlines)
+    ]
+
+
+def _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine):
+    """The online table followed by ``eval_episodes`` greedy episodes on the evaluation stream."""
     frames = [online]
     train_mode = getattr(scheduler, "train", None)
     if train_mode is not None:
@@ -109,26 +166,17 @@ def train(
         frames.append(evaluation)
     table = pd.concat(frames, ignore_index=True)
     table["scheduler_options"] = json.dumps(options, sort_keys=True, default=str)
-
-    out = Path(out_dir) if out_dir is not None else None
-    checkpoint = table_path = None
-    if out is not None:
-        checkpoint = out / "checkpoint"
-        save = getattr(scheduler, "save", None)
-        if save is not None:
-            save(str(checkpoint))
-        table_path = write_parquet(table, out / "episodes.parquet")
-    return TrainingResult(table, scheduler, checkpoint, table_path, train_wall)
+    return table
 
 
-def _kernel_trainer(scenario: Scenario, scheduler_name: str, options: dict[str, Any], engine: str):
-    """A KernelTrainer for this run, or None for the Python path (``auto`` falls back quietly)."""
+def _kernel_trainer(scenarios: list[Scenario], scheduler_name: str, options: dict[str, Any], engine: str):
+    """A KernelTrainer for these replicas, or None for the Python path (``auto`` falls back quietly)."""
     if engine == "python":
         return None
     from schedulers.dqn_kernel import KernelTrainer  # imports JAX only when the kernel may be used
 
     try:
-        return KernelTrainer(scenario, scheduler_name, [scenario.seed], options)
+        return KernelTrainer(scenarios, scheduler_name, options=options)
     except SchedulerError:
         if engine == "compiled":
             raise

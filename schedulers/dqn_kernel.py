@@ -266,20 +266,42 @@ def _outcomes(scenario: Scenario, episode: int, latency, failed, reward) -> Task
 
 
 class KernelTrainer:
-    """Online training of one DQN scheduler per seed, all seeds in one compiled call per episode.
+    """Online training of one DQN scheduler per replica, all replicas in one compiled call per episode.
 
-    Each seed's scheduler is built exactly as `mecsim.training.train` builds it (same
-    initial networks); after `run`, `write_back` puts the learned networks, counters and
-    replay buffers into those schedulers (ready for ``train(False)``, evaluation, ``save``).
+    A replica is a scenario with its seed: ``KernelTrainer(scenario, name, seeds)`` trains one
+    replica per seed; ``KernelTrainer([scenario, ...], name)`` trains the given scenarios side
+    by side (a sweep's cells: they must share the kernel's static shape, see `kernel.Spec`).
+    Each replica's scheduler is built exactly as `mecsim.training.train` builds it (same
+    initial networks), and its random streams follow its own seed, so a replica's curve does
+    not depend on which others run beside it. After `run`, `write_back` puts the learned
+    networks, counters and replay buffers into those schedulers (ready for ``train(False)``,
+    evaluation, ``save``).
     """
 
-    def __init__(self, scenario: Scenario, scheduler_name: str, seeds: Sequence[int], options: dict | None = None):
-        if scenario.model != "slotted":
+    def __init__(
+        self,
+        scenario: Scenario | Sequence[Scenario],
+        scheduler_name: str,
+        seeds: Sequence[int] | None = None,
+        options: dict | None = None,
+    ):
+        if isinstance(scenario, Scenario):
+            self.scenarios = [scenario.replace(seed=s) for s in (seeds if seeds is not None else [scenario.seed])]
+        elif seeds is not None:
+            raise ValueError("seeds: give either one scenario and its seeds, or a list of scenarios (with their seeds)")
+        else:
+            self.scenarios = list(scenario)
+        if not self.scenarios:
+            raise ValueError("KernelTrainer needs at least one replica")
+        scenario = self.scenario = self.scenarios[0]
+        if any(s.model != "slotted" for s in self.scenarios):
             raise SchedulerError("kernel training runs the slotted model only")
-        self.scenario = scenario
+        if len({kernel.Spec.from_scenario(s) for s in self.scenarios}) != 1:
+            raise SchedulerError(
+                "kernel training: the replicas must share B, tasks per slot, slots, the allocation rule and the accounting flags"
+            )
         self.name = scheduler_name
-        self.seeds = list(seeds)
-        self.scenarios = [scenario.replace(seed=s) for s in self.seeds]
+        self.seeds = [s.seed for s in self.scenarios]
         self.schedulers = [
             make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **dict(options or {})) for sc in self.scenarios
         ]

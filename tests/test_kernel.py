@@ -308,8 +308,8 @@ def test_compiled_engine_refuses_what_it_cannot_run():
     with pytest.raises(SchedulerError, match="slotted model only"):
         run(event, "local", 1, engine="compiled", progress=False)
     plain = small()
-    with pytest.raises(SchedulerError, match="no JAX-native form"):
-        run(plain, "best-single", 1, engine="compiled", progress=False)
+    with pytest.raises(SchedulerError, match="no JAX-native form"):  # the rich observation is Python-only
+        run(plain, "amcoedge", 1, engine="compiled", progress=False, scheduler_options={"observation": "rich"})
     with pytest.raises(SchedulerError, match="engine 'fast'"):
         run(plain, "local", 1, engine="fast", progress=False)
     assert kernel.compiled_simulation(event, make_scheduler("local", event), "auto") is None

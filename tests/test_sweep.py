@@ -295,3 +295,93 @@ def test_cli_dry_run_lists_the_plan(tiny: Path, tmp_path: Path):
     assert "not included: 22 cells with no measurement yet" in result.output
     bad = CliRunner().invoke(main, ["sweep", "no-such-experiment", "--dry-run"])
     assert bad.exit_code != 0 and "no experiment" in bad.output
+
+
+# -- batches: cells sharing compiled kernel calls --------------------------------------------------
+BATCHED = """
+name = "batched"
+[run]
+seeds = [0, 1]
+engine = "auto"
+eval_episodes = 1
+[scenario]
+tasks_per_slot = 3
+slots = 4
+[methods.optimal]
+episodes = 2
+[methods.local]
+episodes = 2
+engine = "python"
+[methods.amcoedge]
+episodes = 3
+learner = true
+options = { learn_start = 2, learn_every = 1, batch_size = 4 }
+[[sweep]]
+name = "default"
+models = ["slotted"]
+[[sweep]]
+name = "deadline"
+parameter = "deadline"
+values = [0.05, 0.5]
+[[sweep]]
+name = "arrival_prob"
+parameter = "arrival_prob"
+values = [0.3, 0.9]
+methods = ["optimal", "local"]
+"""
+
+
+def test_batches_group_only_cells_that_can_share_kernel_calls():
+    from mecsim.kernel import Spec
+    from mecsim.sweep import BATCH_CELLS, BATCH_SPREAD, expected_tasks, plan_batches
+
+    cells = load_experiment("paper").cells()
+    batches = plan_batches(cells)
+    assert sorted(c.cell_id for b in batches for c in b) == sorted(c.cell_id for c in cells)  # each cell once
+    assert any(len(b) > 1 for b in batches)
+    for batch in batches:
+        first = batch[0]
+        if first.scenario.model == "event" or first.engine == "python":
+            assert len(batch) == 1
+        assert len(batch) <= BATCH_CELLS
+        assert {(c.method, c.episodes, c.learner, Spec.from_scenario(c.scenario)) for c in batch} == {
+            (first.method, first.episodes, first.learner, Spec.from_scenario(first.scenario))
+        }
+        load = [expected_tasks(c.scenario) for c in batch]
+        assert max(load) <= BATCH_SPREAD * min(load)
+    # the own presets' accounting flags differ from the common preset's: never in one batch
+    assert all(len({c.scenario.preset for c in b}) == 1 for b in batches)
+
+
+def test_batched_sweep_matches_cells_run_alone_and_resumes_bit_identically(client, tmp_path: Path):
+    import numpy as np
+
+    from mecsim.sweep import plan_batches
+
+    path = tmp_path / "batched.toml"
+    path.write_text(BATCHED)
+    cells = load_experiment(path).cells()
+    sizes = sorted(len(b) for b in plan_batches(cells))
+    assert sizes[-1] >= 4 and sizes[0] == 1  # optimal and amcoedge cells batched; python-engine cells alone
+
+    quiet = dict(client=client, progress=False, echo=lambda *_: None)
+    batched = run_sweep(path, results_dir=tmp_path / "batched", **quiet)
+    assert batched.ok and len(batched.computed) == len(cells)
+    reference = _sorted(load(tmp_path / "batched" / "batched"))
+    alone = run_sweep(path, results_dir=tmp_path / "alone", cell_fn=compute_cell, **quiet)
+    assert alone.ok
+    single = _sorted(load(tmp_path / "alone" / "batched"))
+    assert reference["cell_id"].tolist() == single["cell_id"].tolist()
+    numeric = [c for c in reference.columns if reference[c].dtype.kind == "f"]
+    np.testing.assert_allclose(reference[numeric].to_numpy(), single[numeric].to_numpy(), rtol=0, atol=1e-12)
+    other = [c for c in reference.columns if c not in numeric]
+    pd.testing.assert_frame_equal(reference[other], single[other])
+
+    # a batch with one part lost runs again whole, writes only the missing part, bit-identical
+    out = tmp_path / "batched" / "batched"
+    amc = sorted(reference.loc[(reference["method"] == "amcoedge") & (reference["model"] == "slotted"), "cell_id"].unique())
+    victim = amc[1]
+    part_path(out, victim).unlink()
+    resumed = run_sweep(path, results_dir=tmp_path / "batched", **quiet)
+    assert resumed.ok and resumed.computed == [victim]
+    pd.testing.assert_frame_equal(_sorted(load(out)), reference)
