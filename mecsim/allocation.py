@@ -93,6 +93,33 @@ def allocate_subset(rule: str, wait, duration, subset: np.ndarray) -> np.ndarray
     return allocate(rule, np.asarray(wait), np.asarray(duration), subset[None, :])[0]
 
 
+def allocate_members(rule: str, wait, duration, members: list[int]) -> list[float]:
+    """Fractions (a list of B floats) for the subset with server indices ``members``, in plain Python.
+
+    The event model's per-task path calls this once per task with B ≈ 5, where NumPy's
+    per-call overhead outweighs the arithmetic. Same rules as `allocate` (CWA and HECWA here;
+    water-filling goes through NumPy), equal to them up to rounding.
+    """
+    out = [0.0] * len(wait)
+    if len(members) == 1:
+        out[members[0]] = 1.0
+        return out
+    if rule == "cwa":
+        inv_d = [1.0 / duration[i] for i in members]
+        level = (1.0 + sum(v * wait[i] for i, v in zip(members, inv_d))) / sum(inv_d)
+        x = [max((level - wait[i]) * v, 0.0) for i, v in zip(members, inv_d)]
+    elif rule == "hecwa":
+        x = [1.0 / duration[i] for i in members]
+    else:
+        subset = np.zeros(len(wait))
+        subset[members] = 1.0
+        return allocate_subset(rule, wait, duration, subset).tolist()
+    total = sum(x)
+    for i, share in zip(members, x):
+        out[i] = share / total
+    return out
+
+
 def finish_times(wait, duration, fractions, masks, counts_idle: bool = True, xp=np):
     """Make-span of each subset: the latest finish over its members.
 

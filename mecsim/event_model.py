@@ -68,7 +68,7 @@ import simpy
 from simpy.events import URGENT, Event, Timeout
 
 from . import slotted
-from .allocation import allocate_subset
+from .allocation import allocate_members, allocate_subset
 from .arrivals import Trace
 from .config import Scenario
 from .scheduling import Observation, check_slot_decision, normalise_decision
@@ -288,14 +288,15 @@ class EventModel:
                     self._estimate[k] = self._span_estimate(wait, duration, fractions)
                 self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
             return
-        subsets = decision.subset
-        for j, k in enumerate(range(start, stop)):
+        rule = self.scenario.allocation
+        shares = []
+        for k, row in zip(range(start, stop), decision.subset.tolist()):
             wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
-            fractions = allocate_subset(self.scenario.allocation, wait, duration, subsets[j])
-            log.fractions[k] = fractions
-            fractions = fractions.tolist()
+            fractions = allocate_members(rule, wait, duration, [i for i, v in enumerate(row) if v > 0.0])
+            shares.append(fractions)
             self._estimate[k] = self._span_estimate(wait, duration, fractions)
             self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
+        log.fractions[rows] = shares
 
     # -- execution ---------------------------------------------------------------------------------
     def _commit(self, now: float, t: int, k: int, b: int, size: float, density: float, fractions) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mecsim.allocation import ALLOCATORS, allocate, cwa, finish_times, hecwa, subset_masks, waterfill
+from mecsim.allocation import ALLOCATORS, allocate, allocate_members, cwa, finish_times, hecwa, subset_masks, waterfill
 
 
 # -- subset enumeration ---------------------------------------------------------------------------
@@ -253,3 +253,15 @@ def test_brute_force_grid_agrees_with_waterfill():
         best = min(best, finish_times(w, d, x[None], np.ones((1, 3)), counts_idle=False)[0])
     assert best == pytest.approx(0.125, abs=2e-3)
     assert best >= 0.125 - 1e-12
+
+
+@SETTINGS
+@given(problems())
+def test_plain_python_allocation_equals_the_array_rules(problem):
+    """`allocate_members` (the event model's per-task path) against `allocate` on the same subset."""
+    w, d, mask = problem
+    members = np.flatnonzero(mask[0]).tolist()
+    for rule in ALLOCATORS:
+        got = allocate_members(rule, w.tolist(), d.tolist(), members)
+        assert isinstance(got, list) and len(got) == len(w)
+        np.testing.assert_allclose(got, allocate(rule, w, d, mask)[0], rtol=1e-12, atol=1e-15)
