@@ -138,6 +138,7 @@ class KernelContext:
     rule: str
     masks: Any  # (2^B - 1, B) every non-empty subset, enumeration order of `subset_masks`
     n_bs: int
+    tasks_per_slot: int = 0  # N: task slots per BS and slot (``SlotView.task`` < N)
 
     def evaluate(self, task: KernelTask, masks=None, rule: str | None = None):
         """Fractions (K, B) and make-spans (K,) of candidate subsets (default: all), like `Observation.evaluate`."""
@@ -241,7 +242,8 @@ def slotted_params(spec: Spec, env: Env) -> slotted.SlottedParams:
 
 
 def context(spec: Spec, env: Env) -> KernelContext:
-    return KernelContext(slotted_params(spec, env), spec.allocation, jnp.asarray(subset_masks(spec.n_bs)), spec.n_bs)
+    masks = jnp.asarray(subset_masks(spec.n_bs))
+    return KernelContext(slotted_params(spec, env), spec.allocation, masks, spec.n_bs, spec.tasks_per_slot)
 
 
 # -- compacted task slots (host side) --------------------------------------------------------------

@@ -659,10 +659,18 @@ def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]
 
 
 # Cells on the compiled kernel that differ only in seed, capacities, deadline, arrival probability
-# or the other per-replica numbers share compiled calls; a batch holds cells of similar task load
+# or the other per-replica numbers share compiled calls; a batch holds cells of similar scan length
 # (padding to the busiest replica is wasted work) and few enough for the workers to share the load.
 BATCH_CELLS = 24
-BATCH_SPREAD = 1.15  # largest / smallest expected tasks per episode within one batch
+BATCH_SPREAD = 1.15  # largest / smallest expected scan length within one batch
+
+
+def scan_length(cell: Cell) -> float:
+    """The kernel's expected scan length for the cell: tasks per slot for learners (their kernel
+    steps slot by slot, padded to the busiest slot), tasks per episode otherwise."""
+    from .kernel import expected_length
+
+    return expected_length(cell.scenario, "nested" if cell.learner else "flat")
 
 
 def batch_key(cell: Cell) -> tuple | None:
@@ -693,13 +701,10 @@ def plan_batches(cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float 
         else:
             groups.setdefault(key, []).append(cell)
     for members in groups.values():
-        members.sort(key=lambda c: (expected_tasks(c.scenario), c.cell_id))
+        members.sort(key=lambda c: (scan_length(c), c.cell_id))
         current: list[Cell] = []
         for cell in members:
-            if current and (
-                len(current) >= max_cells
-                or expected_tasks(cell.scenario) > spread * max(expected_tasks(current[0].scenario), 1.0)
-            ):
+            if current and (len(current) >= max_cells or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)):
                 batches.append(current)
                 current = []
             current.append(cell)

@@ -52,17 +52,21 @@ class DQNPolicy:
     top_k: int = 0
     explore: bool = False
 
-    def q_values(self, net, x, bs):
-        """Q (n, A) of rows ``x`` (n, F) under agent ``bs[j]``'s network: all agents on all rows, then picked."""
+    def grid_q_values(self, net, backlog, slot: kernel.SlotView, ctx: kernel.KernelContext):
+        """Q (width, A) of the slot's entries: each agent on its own BS's N task slots, [d, Q(t)], then
+        picked per entry (B x N rows instead of B agents x width entries)."""
+        n_bs, n_tasks = ctx.n_bs, ctx.tasks_per_slot
+        rows = jnp.where(slot.valid, slot.bs, n_bs)  # padding: out of range, dropped
+        sizes = jnp.zeros((n_bs, n_tasks), jnp.float32).at[rows, slot.task].set(slot.size.astype(jnp.float32), mode="drop")
+        queues = jnp.broadcast_to(backlog.astype(jnp.float32), (n_bs, n_tasks, n_bs))
+        x = jnp.concatenate([sizes[..., None], queues], axis=-1)  # (B, N, F)
         module = QNetwork(self.hidden, self.n_actions)
-        q_all = jax.vmap(lambda p: module.apply({"params": p}, x))(net)  # (agents, n, A)
-        return q_all[bs, jnp.arange(x.shape[0])]
+        q_grid = jax.vmap(lambda p, xb: module.apply({"params": p}, xb))(net, x)  # (B, N, A)
+        return q_grid[slot.bs, slot.task]
 
     def prepare(self, params, key, state, slot: kernel.SlotView, ctx: kernel.KernelContext):
-        size = slot.size.astype(jnp.float32)
-        n = size.shape[0]
-        x = jnp.concatenate([size[:, None], jnp.broadcast_to(state.backlog.astype(jnp.float32), (n, ctx.n_bs))], axis=1)
-        q = self.q_values(params["net"], x, slot.bs)
+        n = slot.size.shape[0]
+        q = self.grid_q_values(params["net"], state.backlog, slot, ctx)
         k_explore, k_random = jax.random.split(key)
         if self.top_k:
             actions = jnp.argsort(-q, axis=1, stable=True)[:, : self.top_k]
