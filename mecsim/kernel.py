@@ -7,7 +7,8 @@ for a decision, gets its make-span and is committed to the state; ``end_slot`` d
 the queues after each slot. Replicas (episodes, seeds, and scenarios that share the
 static shape: B, N, slots, allocation rule, accounting flags, but may differ in
 capacities, rates, slot length, deadline or failure penalty) run side by side with
-``vmap``.
+``vmap``. Replicas with fewer task slots per BS than the group's largest N are padded with
+task slots that never hold a task (the decision order of the real ones is unchanged).
 
 Empty task slots (about 70 % of them at p = 0.3) are compacted away on the host. Two
 layouts of the same scan:
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
@@ -178,6 +179,7 @@ class Env(NamedTuple):
     slot_length: Any
     deadline: Any
     fail_penalty: Any
+    tasks_per_slot: Any  # this replica's N (the compiled shape may be larger: padding task slots)
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,17 @@ class Spec:
     def with_length(self, length: int) -> "Spec":
         return Spec(self.n_bs, self.tasks_per_slot, self.decision_slots, self.allocation, self.flags, int(length))
 
+    @classmethod
+    def of_group(cls, scenarios: Sequence[Scenario]) -> "Spec":
+        """The shape shared by ``scenarios``, with the largest N (smaller ones are padded); raises
+        ValueError when they differ in anything else static."""
+        specs = {cls.from_scenario(sc) for sc in scenarios}
+        n_max = max(s.tasks_per_slot for s in specs)
+        padded = {replace(s, tasks_per_slot=n_max) for s in specs}
+        if len(padded) != 1:
+            raise ValueError("replicas of one kernel call must share B, slots, the allocation rule and the flags")
+        return padded.pop()
+
 
 def env_of(scenario: Scenario) -> Env:
     return Env(
@@ -216,6 +229,7 @@ def env_of(scenario: Scenario) -> Env:
         float(scenario.slot_length),
         float(scenario.deadline),
         float(scenario.variant.fail_penalty),
+        float(scenario.tasks_per_slot),
     )
 
 
@@ -290,6 +304,19 @@ def expected_length(scenario: Scenario, layout: str, sds: float = 5.0) -> float:
         return min(bn, bn * p + sds * (bn * p * (1 - p)) ** 0.5)
     empty = (1 - p) ** bn  # a slot without tasks still takes one entry
     return min(t * max(bn, 1), t * (bn * p + empty) + sds * (t * bn * p * (1 - p)) ** 0.5)
+
+
+def pad_trace(trace: Trace, tasks_per_slot: int) -> Trace:
+    """``trace`` with task slots appended up to ``tasks_per_slot`` per BS that never hold a task."""
+    sizes = np.asarray(trace.sizes)
+    extra = tasks_per_slot - sizes.shape[-1]
+    if extra < 0:
+        raise ValueError(f"a trace with {sizes.shape[-1]} task slots cannot be padded to {tasks_per_slot}")
+    if extra == 0:
+        return trace
+    pad = [(0, 0)] * (sizes.ndim - 1) + [(0, extra)]
+    densities = np.broadcast_to(trace.densities, sizes.shape)
+    return Trace(np.pad(sizes, pad), np.pad(densities, pad, constant_values=1.0))
 
 
 def _stack_traces(traces: Sequence[Trace], decision_slots: int):
@@ -510,12 +537,9 @@ def stack_env(replicas: Sequence[Replica]) -> Env:
 def _check_group(replicas: Sequence[Replica]) -> Spec:
     if not replicas:
         raise ValueError("no replicas to run")
-    specs = {Spec.from_scenario(r.scenario) for r in replicas}
-    if len(specs) != 1:
-        raise ValueError("replicas of one kernel call must share B, N, slots, the allocation rule and the flags")
     if any(r.scenario.model != "slotted" for r in replicas):
         raise ValueError("the compiled kernel runs the slotted delay model only")
-    return specs.pop()
+    return Spec.of_group([r.scenario for r in replicas])
 
 
 @dataclass
@@ -585,7 +609,7 @@ def run_batch(
     started = time.perf_counter()
     base = _check_group(replicas)
     first = replicas[0].scenario
-    traces = [r.get_trace() for r in replicas]
+    traces = [pad_trace(r.get_trace(), base.tasks_per_slot) for r in replicas]
     if layout == "flat":
         needed = int(max(np.maximum(slot_counts(tr, first.decision_slots), 1).sum() for tr in traces))
         expected = max(expected_length(r.scenario, "flat") for r in replicas)

@@ -200,6 +200,8 @@ def _shared_jax_policy(scenarios: Sequence[Scenario], schedulers: list, engine: 
         p is not None and p.decide == shared.decide and p.prepare == shared.prepare and p.params is None
         for p in policies
     )
-    if not same or len({Spec.from_scenario(sc) for sc in scenarios}) != 1:
+    try:
+        Spec.of_group(scenarios)
+    except ValueError:
         return None
-    return shared
+    return shared if same else None

@@ -115,8 +115,8 @@ def train_many(
     trains in the same compiled calls and follows its own random streams, so each result is
     that scenario's own `train` run, up to the last bit of rounding where the vectorisation
     of a different replica count differs (which can, rarely, tip a greedy choice). The
-    scenarios must share the kernel's static shape (B, tasks per slot, slots, allocation
-    rule, accounting flags) to train together; elsewhere they run one by one.
+    scenarios must share the kernel's static shape (B, slots, allocation rule, accounting
+    flags; N may differ) to train together; elsewhere they run one by one.
     """
     options = dict(options or {})
     if engine not in ENGINES:

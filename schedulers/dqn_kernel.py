@@ -157,8 +157,11 @@ class TrainSpec:
     gamma: float
 
 
-def _transitions(ts: TrainSpec, learner: Learner, out, slot_tasks, backlog, next_backlog, grid, next_first, t):
-    """Store slot ``t``'s transitions (spec §3) in each agent's ring buffer, in (BS, task slot) order."""
+def _transitions(ts: TrainSpec, learner: Learner, out, slot_tasks, backlog, next_backlog, grid, next_first, t, n_tasks):
+    """Store slot ``t``'s transitions (spec §3) in each agent's ring buffer, in (BS, task slot) order.
+
+    ``n_tasks``: this replica's N (``grid`` may hold more task slots: padding, never a task).
+    """
     valid = slot_tasks.valid & ~(ts.skip_first_slot & (t == 0))
     bs, n = slot_tasks.bs, slot_tasks.task
     n_bs = backlog.shape[0]
@@ -166,7 +169,7 @@ def _transitions(ts: TrainSpec, learner: Learner, out, slot_tasks, backlog, next
     starts = jnp.cumsum(per_agent) - per_agent
     rank = jnp.arange(bs.shape[0]) - starts[bs]
     idx = jnp.where(valid, (learner.count[bs] + rank) % ts.memory_size, ts.memory_size)  # out of range: dropped
-    last = n == ts.n_tasks - 1
+    last = n == n_tasks.astype(n.dtype) - 1
     next_size = jnp.where(last, next_first[bs], grid[bs, jnp.minimum(n + 1, ts.n_tasks - 1)])
     next_q = jnp.where(last[:, None], next_backlog[None, :], backlog[None, :])
     f32 = jnp.float32
@@ -225,8 +228,8 @@ def train_episode(spec: kernel.Spec, ts: TrainSpec, policy: DQNPolicy, table, en
         new_sim, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0))(env, params, keys, sim, slot_tasks)
         grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
         next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[..., 0]  # (R, B)
-        learner = jax.vmap(partial_transitions(ts), in_axes=(0, 0, 0, 0, 0, 0, 0, None))(
-            learner, out, slot_tasks, sim[0].backlog, new_sim[0].backlog, grid_t, next_first, t
+        learner = jax.vmap(partial_transitions(ts), in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
+            learner, out, slot_tasks, sim[0].backlog, new_sim[0].backlog, grid_t, next_first, t, env.tasks_per_slot
         )
         slot_step = slot_step + 1
         due = (slot_step > ts.learn_start) & (slot_step % ts.learn_every == 0)
@@ -242,8 +245,8 @@ def train_episode(spec: kernel.Spec, ts: TrainSpec, policy: DQNPolicy, table, en
 
 
 def partial_transitions(ts: TrainSpec):
-    def fn(learner, out, slot_tasks, backlog, next_backlog, grid_t, next_first, t):
-        return _transitions(ts, learner, out, slot_tasks, backlog, next_backlog, grid_t, next_first, t)
+    def fn(learner, out, slot_tasks, backlog, next_backlog, grid_t, next_first, t, n_tasks):
+        return _transitions(ts, learner, out, slot_tasks, backlog, next_backlog, grid_t, next_first, t, n_tasks)
 
     return fn
 
@@ -300,10 +303,12 @@ class KernelTrainer:
         scenario = self.scenario = self.scenarios[0]
         if any(s.model != "slotted" for s in self.scenarios):
             raise SchedulerError("kernel training runs the slotted model only")
-        if len({kernel.Spec.from_scenario(s) for s in self.scenarios}) != 1:
+        try:
+            self.spec = kernel.Spec.of_group(self.scenarios)  # N: the largest; smaller ones are padded
+        except ValueError:
             raise SchedulerError(
-                "kernel training: the replicas must share B, tasks per slot, slots, the allocation rule and the accounting flags"
-            )
+                "kernel training: the replicas must share B, slots, the allocation rule and the accounting flags"
+            ) from None
         self.name = scheduler_name
         self.seeds = [s.seed for s in self.scenarios]
         self.schedulers = [
@@ -318,7 +323,7 @@ class KernelTrainer:
         self.policy, params = policy_parts(first, explore=True)
         self.table = params["table"]
         self.ts = TrainSpec(
-            scenario.tasks_per_slot, cfg.memory_size, cfg.batch_size, cfg.replace_target_iter, cfg.learn_start,
+            self.spec.tasks_per_slot, cfg.memory_size, cfg.batch_size, cfg.replace_target_iter, cfg.learn_start,
             cfg.learn_every, float(cfg.greedy_start), float(cfg.greedy_increment), float(cfg.greedy_max),
             bool(cfg.skip_first_slot), tuple(cfg.hidden), first.n_actions(), float(cfg.lr), float(cfg.gamma),
         )
@@ -348,13 +353,13 @@ class KernelTrainer:
         sc = self.scenario
         started = self._last = time.perf_counter()
         env = kernel.stack_env([kernel.Replica(s, 0) for s in self.scenarios])
-        base = kernel.Spec.from_scenario(sc)
+        base = self.spec
         rows: list[list[dict]] = [[] for _ in self.seeds]
         pending = None
         with kernel.x64():
             learner, counters = jax.device_put((self.learner, self.counters))
             for e in range(first_episode, first_episode + episodes):
-                trs = [episode_trace(s, s.seed, e) for s in self.scenarios]
+                trs = [kernel.pad_trace(episode_trace(s, s.seed, e), base.tasks_per_slot) for s in self.scenarios]
                 needed = max(max(int(kernel.slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
                 expected = max(kernel.expected_length(s, "nested") for s in self.scenarios)
                 spec = base.with_length(kernel.pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))

@@ -37,3 +37,37 @@ def test_auto_falls_back_to_python_where_the_kernel_cannot_train():
         train(event, "amcoedge", 2, eval_episodes=0, options=FAST, engine="compiled")
     with pytest.raises(SchedulerError, match="engine 'gpu'.*auto, python, compiled"):
         train(TINY, "amcoedge", 2, engine="gpu")
+
+
+def _assert_tables_close(got, want):
+    import numpy as np
+    import pandas as pd
+
+    assert got.columns.tolist() == want.columns.tolist()
+    numeric = [c for c in want.columns if want[c].dtype.kind == "f"]
+    np.testing.assert_allclose(got[numeric].to_numpy(), want[numeric].to_numpy(), rtol=0, atol=1e-12)
+    other = [c for c in want.columns if c not in numeric]
+    pd.testing.assert_frame_equal(got[other], want[other])
+
+
+def test_replicas_of_different_size_train_together_as_they_train_alone():
+    """train_many / run_many: seeds, deadlines, arrival probabilities and N (padded to the largest) in one
+    compiled call; each replica's table equals its own run's."""
+    from mecsim.runner import run, run_many
+    from mecsim.training import train_many
+
+    scenarios = [
+        TINY,
+        TINY.replace(seed=1, tasks_per_slot=2, deadline=0.05),
+        TINY.replace(seed=2, tasks_per_slot=3, arrival_prob=0.9),
+    ]
+    together = train_many(scenarios, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False)
+    for sc, result in zip(scenarios, together):
+        alone = train(sc, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False)
+        _assert_tables_close(result.episodes, alone.episodes)
+        assert result.scheduler.agents.learn_step == alone.scheduler.agents.learn_step > 0
+    for name in ("optimal", "random"):
+        for sc, table in zip(scenarios, run_many(scenarios, name, 3, engine="compiled", timing=False)):
+            _assert_tables_close(table, run(sc, name, 3, engine="compiled", progress=False, timing=False)[0])
+    with pytest.raises(SchedulerError, match="must share B"):
+        train_many([TINY, Scenario(seed=1)], "amcoedge", 1, eval_episodes=0, engine="compiled")
