@@ -21,7 +21,9 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        # zstd, no column statistics and no duplicate Arrow schema (pandas' own metadata is kept,
+        # so dtypes round-trip): a part is mostly metadata otherwise
+        pq.write_table(table, tmp, compression="zstd", write_statistics=False, store_schema=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
