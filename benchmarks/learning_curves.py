@@ -14,6 +14,7 @@ The Python path costs about 2-4 minutes per 500-episode seed on one core.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -58,7 +59,8 @@ def main() -> None:
     compiled = [last50(r.episodes) for r in train_many(scenarios, args.method, episodes, eval_episodes=0, timing=False)]
     compiled_s = time.perf_counter() - started
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    spawn = multiprocessing.get_context("spawn")  # not fork: JAX's threads are running in this process
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=spawn) as pool:
         python = list(pool.map(python_run, [(args.method, s, episodes) for s in args.seeds]))
     python_s = time.perf_counter() - started
 
