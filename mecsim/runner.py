@@ -144,11 +144,12 @@ def run_many(
     """`run` for several scenarios (seeds included): one episode table per scenario, in order.
 
     On the kernel, every (scenario, episode) pair is a replica, and replicas of similar
-    length share vmapped calls of ``group``; each table equals that scenario's own `run`
-    (a replica's decisions follow its own seed) up to the last bit of rounding, which may
-    differ with the vectorisation of a differently sized group (measured: at most 1e-16 s). Where the kernel does not apply (the event
-    model, a scheduler without a JAX form, ``engine="python"``, scenarios of different static
-    shape) the scenarios run one by one.
+    length share vmapped calls of ``group``. Each table equals that scenario's own `run` (a
+    replica's decisions follow its own seed) up to the last bit of rounding, which can differ
+    with the vectorisation of a differently composed group (seen: 6e-17 s). Where the kernel
+    does not apply (the event model, a scheduler without a JAX form, ``engine="python"``,
+    scenarios that differ in B, slots, allocation rule or accounting flags; N may differ)
+    the scenarios run one by one.
     """
     if engine not in ENGINES:
         raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")

@@ -69,7 +69,8 @@ CACHE_ENV = "MECSIM_JAX_CACHE"
 def worker_environment() -> dict[str, str]:
     """Environment of local worker processes: one thread each, and the shared compilation cache."""
     env = dict(THREAD_ENV)
-    cache = os.environ.get(CACHE_ENV) or str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mecsim" / "jax")
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mecsim" / "jax"
+    cache = os.environ.get(CACHE_ENV) or str(default)
     if cache != "off" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
@@ -669,8 +670,9 @@ def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]
 
 
 # Cells on the compiled kernel that differ only in seed, capacities, deadline, arrival probability,
-# tasks per BS or the other per-replica numbers share compiled calls; a batch holds cells of similar scan length
-# (padding to the busiest replica is wasted work) and few enough for the workers to share the load.
+# tasks per BS or the other per-replica numbers share compiled calls. A batch holds cells of similar
+# scan length (padding to the busiest replica is wasted work), and few enough for the workers to
+# share the load.
 BATCH_CELLS = 24
 BATCH_SPREAD = 1.15  # largest / smallest expected scan length within one batch
 
