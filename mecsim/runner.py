@@ -154,9 +154,11 @@ def run_many(
     if engine not in ENGINES:
         raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
     options = dict(scheduler_options or {})
-    schedulers = [make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **options) for sc in scenarios]
-    policy = _shared_jax_policy(scenarios, schedulers, engine)
-    if policy is None:
+    schedulers, policy = [], None
+    if engine != "python" and scenarios and all(sc.model == "slotted" for sc in scenarios):
+        schedulers = [make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **options) for sc in scenarios]
+        policy = _shared_jax_policy(scenarios, schedulers)
+    if policy is None:  # one by one (`run` says why, where "compiled" cannot be honoured)
         return [
             run(sc, scheduler_name, episodes, scheduler_options=options, engine=engine, progress=False, timing=timing)[0]
             for sc in scenarios
@@ -182,17 +184,8 @@ def run_many(
     return [pd.DataFrame([rows[i, e] for e in range(episodes)]) for i in range(len(scenarios))]
 
 
-def _shared_jax_policy(scenarios: Sequence[Scenario], schedulers: list, engine: str):
+def _shared_jax_policy(scenarios: Sequence[Scenario], schedulers: list):
     """The one JAX policy all ``schedulers`` share (so their episodes can share kernel calls), or None."""
-    if engine == "python" or not scenarios:
-        return None
-    if any(sc.model != "slotted" for sc in scenarios) or not all(hasattr(s, "jax_policy") for s in schedulers):
-        if engine == "compiled":
-            from .kernel import compiled_simulation
-
-            for sc, sched in zip(scenarios, schedulers):
-                compiled_simulation(sc, sched, "compiled")  # raises, saying why the kernel does not apply
-        return None
     from .kernel import Spec, jax_policy_of
 
     policies = [jax_policy_of(s) for s in schedulers]
