@@ -161,9 +161,12 @@ def _save(fig: Any, out_dir: Path, stem: str, caption: str) -> list[Path]:
     fig.text(0.01, 0.005, caption, ha="left", va="bottom", fontsize=7, wrap=True, color="0.25")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
     import matplotlib.pyplot as plt
+
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    # the same data give the same SVG bytes: no date, fixed element ids (committed figures stay unchanged)
+    with plt.rc_context({"svg.hashsalt": stem}):
+        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
 
     plt.close(fig)
     return paths
