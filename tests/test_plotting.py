@@ -1,0 +1,89 @@
+"""`mecsim plot`: confidence intervals, the headline verdict, and the figures and table of a finished sweep."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mecsim.plotting import plot_experiment, t_interval, verdict
+from mecsim.results import write_parquet
+from mecsim.sweep import compute_cell, label, load_experiment, part_path
+
+SMALL = """
+name = "small"
+[run]
+seeds = [0, 1]
+[scenario]
+tasks_per_slot = 3
+slots = 3
+[methods.local]
+episodes = 2
+[methods.random]
+episodes = 2
+preset = "randcoedge"
+[methods.optimal]
+episodes = 2
+preset = "optimal"
+[[sweep]]
+name = "default"
+presets = ["common", "own"]
+[[sweep]]
+name = "convergence"
+presets = ["own", "common"]
+[[sweep]]
+name = "deadline"
+parameter = "deadline"
+values = [0.05, 1.0]
+"""
+
+
+def test_t_interval_by_hand():
+    low, high = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 dof) * sd 1 / sqrt(3)
+    assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
+    assert t_interval([0.5]) == (0.5, 0.5)
+    assert all(math.isnan(v) for v in t_interval([]))
+
+
+@pytest.mark.parametrize(
+    "means, word",
+    [
+        # -28 %, -17 %, -12 % against the baselines, +2 % against optimal: the claim itself
+        ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.72 / 0.83, "smcoedge": 0.72 / 0.88, "optimal": 0.72 / 1.02},
+         "**holds**"),
+        # beats everyone and is near optimal, but by 5 % instead of 28 % against random
+        ({"amcoedge": 0.95, "random": 1.0, "drlcoedge": 0.95 / 0.83, "smcoedge": 0.95 / 0.88, "optimal": 0.95 / 1.02},
+         "**holds qualitatively**"),
+        # loses to SMCoEdge
+        ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.9, "smcoedge": 0.7, "optimal": 0.7}, "**does not hold**"),
+        # no SMCoEdge cells
+        ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.9, "optimal": 0.7}, "**not assessed**"),
+    ],
+)
+def test_headline_verdict(means, word):
+    assert verdict(means).startswith(word)
+    assert verdict({"random": 1.0}).startswith("not assessed")
+
+
+def test_plot_writes_every_figure_and_the_table_byte_stably(tmp_path: Path):
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL)
+    exp = load_experiment(path)
+    out = tmp_path / "results" / exp.name
+    for cell in exp.cells():
+        write_parquet(label(compute_cell(cell.payload()), cell), part_path(out, cell.cell_id))
+
+    written = plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
+    names = {p.name for p in written}
+    for stem in ("sweep-deadline-slotted", "default-point", "convergence-slotted"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert all(p.stat().st_size > 0 for p in written)
+    table = (out / "table.md").read_text()
+    assert "## Reproduction: each method on its own published preset" in table
+    assert "| random | randcoedge | 2 |" in table
+    assert "## Does the headline hold?" in table
+
+    first = {p: p.read_bytes() for p in written if p.suffix in (".svg", ".md")}
+    plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
+    assert {p: p.read_bytes() for p in first} == first  # the same results give the same files
