@@ -17,21 +17,8 @@ from .dqn import DQNConfig, DQNScheduler
 
 @dataclass(frozen=True)
 class AMCoEdgeConfig(DQNConfig):
-    """AdaDQN hyper-parameters (reference values: AMCoEdge main.py / AdaDQN.py)."""
-
-    hidden: tuple[int, ...] = (20, 20, 20)  # (1 + B) → 20 → 20 → 20 → 2^B − 1
-    init_std: float = 0.3
-    bias_init: float = 0.1
-    lr: float = 1e-3
-    gamma: float = 0.9
-    memory_size: int = 500
-    batch_size: int = 32
-    replace_target_iter: int = 100
-    learn_start: int = 200
-    learn_every: int = 10
-    greedy_start: float = 0.0
-    greedy_increment: float = 0.001
-    greedy_max: float = 0.99
+    """AdaDQN hyper-parameters (reference values: AMCoEdge main.py / AdaDQN.py): the `DQNConfig` defaults,
+    (1 + B) → 20 → 20 → 20 → 2^B − 1."""
 
 
 class AMCoEdgeScheduler(DQNScheduler):

@@ -51,7 +51,7 @@ OBSERVATIONS = ("reference", "rich")
 # -- hyper-parameters ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DQNConfig:
-    """Hyper-parameters shared by the DQN schedulers; each scheduler restates its reference values."""
+    """Hyper-parameters shared by the DQN schedulers; the defaults are AdaDQN's reference values (spec §3)."""
 
     hidden: tuple[int, ...] = (20, 20, 20)
     """widths of the hidden ReLU layers"""
@@ -125,6 +125,17 @@ class DQNConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class BaselineDQNConfig(DQNConfig):
+    """The DQN of the AMCoEdge repository's baselines (DRLCoEdge, the SMCoEdge copy; spec §4): two hidden
+    layers, N(0, 0.5) weights, memory 1024, a target copy every 200 learns; the rest as AdaDQN."""
+
+    hidden: tuple[int, ...] = (20, 20)
+    init_std: float = 0.5
+    memory_size: int = 1024
+    replace_target_iter: int = 200
 
 
 def _coerce(raw: Any, default: Any) -> Any:

@@ -9,26 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dqn import DQNConfig, DQNScheduler
+from .dqn import BaselineDQNConfig, DQNScheduler
 
 
 @dataclass(frozen=True)
-class DRLCoEdgeConfig(DQNConfig):
-    """DRLCoEdge hyper-parameters (reference values: AMCoEdge/Baselines/DRLCoEdge)."""
-
-    hidden: tuple[int, ...] = (20, 20)  # (1 + B) → 20 → 20 → B
-    init_std: float = 0.5
-    bias_init: float = 0.1
-    lr: float = 1e-3
-    gamma: float = 0.9
-    memory_size: int = 1024
-    batch_size: int = 32
-    replace_target_iter: int = 200
-    learn_start: int = 200
-    learn_every: int = 10
-    greedy_start: float = 0.0
-    greedy_increment: float = 0.001
-    greedy_max: float = 0.99
+class DRLCoEdgeConfig(BaselineDQNConfig):
+    """DRLCoEdge hyper-parameters (reference values: AMCoEdge/Baselines/DRLCoEdge), (1 + B) → 20 → 20 → B."""
 
 
 class DRLCoEdgeScheduler(DQNScheduler):

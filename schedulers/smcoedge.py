@@ -18,38 +18,22 @@ import numpy as np
 from mecsim.allocation import subset_masks
 from mecsim.scheduling import SchedulerError
 
-from .dqn import DQNConfig, DQNScheduler
+from .dqn import BaselineDQNConfig, DQNScheduler
 
 
 @dataclass(frozen=True)
-class SMCoEdgeConfig(DQNConfig):
-    """Flat k-subset DQN hyper-parameters (reference values: AMCoEdge/Baselines/SMCoEdge)."""
+class SMCoEdgeConfig(BaselineDQNConfig):
+    """Flat k-subset DQN hyper-parameters (reference values: AMCoEdge/Baselines/SMCoEdge),
+    (1 + B) → 20 → 20 → C(B, k)."""
 
     k: int = 3  # servers per task
-    hidden: tuple[int, ...] = (20, 20)  # (1 + B) → 20 → 20 → C(B, k)
-    init_std: float = 0.5
-    bias_init: float = 0.1
-    lr: float = 1e-3
-    gamma: float = 0.9
-    memory_size: int = 1024
-    batch_size: int = 32
-    replace_target_iter: int = 200
-    learn_start: int = 200
-    learn_every: int = 10
-    greedy_start: float = 0.0
-    greedy_increment: float = 0.001
-    greedy_max: float = 0.99
 
 
 @dataclass(frozen=True)
 class SMCoEdgeTopKConfig(SMCoEdgeConfig):
-    """Top-k per-server head hyper-parameters (reference values: SMCoEdge repository)."""
+    """Top-k per-server head hyper-parameters (reference values: SMCoEdge repository), (1 + B) → 20 → 20 → B."""
 
-    k: int = 3
-    hidden: tuple[int, ...] = (20, 20)  # (1 + B) → 20 → 20 → B
     init_std: float = 0.3
-    memory_size: int = 1024
-    replace_target_iter: int = 200
 
 
 def _check_k(name: str, k: int, n_bs: int) -> None:
