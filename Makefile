@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: .venv test sweep sweep-quick bench clean
+.PHONY: .venv test sweep sweep-quick seeds bench clean
 
 .venv: $(STAMP)
 
@@ -22,6 +22,11 @@ test: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/mecsim sweep paper
 	$(BIN)/mecsim plot paper
+
+# the default point over 16 seeds: run-to-run spread and where the published runs fall (about 5 minutes)
+seeds: $(STAMP)
+	$(BIN)/mecsim sweep seeds
+	$(BIN)/mecsim plot seeds
 
 sweep-quick: $(STAMP)
 	$(BIN)/mecsim sweep quick

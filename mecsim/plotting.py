@@ -9,6 +9,8 @@ definition, and writes under ``results/<experiment>/``:
 * ``figures/convergence-<model>.{png,svg}`` — per-episode online make-span and failure rate
   (smoothed), per method, 95 % band over seeds, with the published curves overlaid;
 * ``figures/default-point.{png,svg}`` — every method at the default point, per setting;
+* ``figures/default-seeds.{png,svg}`` — the same cells seed by seed (box and points), with the
+  published values marked: where one published run falls among ours;
 * ``table.md`` — the default point: reproduction (own presets), fair comparison (common
   preset), event model, the published numbers, and whether the paper's headline holds.
 
@@ -324,6 +326,68 @@ def default_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment
     return _save(fig, out_dir, "default-point", caption)
 
 
+def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+    """The default point seed by seed: one panel per setting, a box and the per-seed values per method."""
+    plt, sns = _setup()
+    ids = set(members.loc[members["sweep"] == "default", "cell_id"])
+    data = summary[summary["cell_id"].isin(ids)]
+    if data.empty:
+        return []
+    data = with_settings(data, exp)
+    settings = sorted(data["setting"].unique(), key=lambda s: (not s.startswith("slotted"), "common" in s, s))
+    order = [m for m in exp.methods if m in set(data["method"])]
+    palette = _palette(list(exp.methods))
+    comparable = comparable_to_published(exp)
+    pub = published_default()
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 4.4), squeeze=False, sharey=True)
+    for ax, setting in zip(axes[0], settings):
+        rows = data[data["setting"] == setting]
+        present = [m for m in order if m in set(rows["method"])]
+        sns.boxplot(data=rows, x="method", y="makespan", order=present, hue="method", palette=palette,
+                    whis=(0, 100), showfliers=False, width=0.55, boxprops={"alpha": 0.35}, ax=ax,
+                    legend=False)
+        for i, method in enumerate(present):  # seeds spread evenly across the box (random jitter is not byte-stable)
+            values = rows.loc[rows["method"] == method].sort_values("seed")["makespan"].to_numpy()
+            offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.scatter(i + offsets, values, s=16, color=palette[method], edgecolor="k", linewidth=0.4, zorder=4)
+        if comparable and setting == "slotted, own preset":
+            xs = [i for i, m in enumerate(present) if m in pub.index]
+            ax.scatter(xs, [pub.loc[present[i], "makespan"] for i in xs], marker="*", s=140, color="k", zorder=5,
+                       label="published (one run each)")
+            ax.legend(fontsize=7, frameon=False, loc="upper right")
+        ax.set_title(setting)
+        ax.set_xlabel("")
+        ax.set_ylabel("mean make-span (s), one point per seed")
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(f"{exp.name}: the default point seed by seed, {data['seed'].nunique()} seed(s)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    caption = (f"One point per seed: the mean of the last {LAST_EPISODES} online episodes for learners, of all episodes "
+               "for heuristics. Boxes: quartiles and the range of the seeds. Each seed draws its own traces and "
+               "density vector, as one run of the reference code does.")
+    if comparable:
+        caption += " Stars: the published CSVs, one run per method (spec §8.1)."
+    return _save(fig, out_dir, "default-seeds", caption)
+
+
+def seed_spread(rows: pd.DataFrame, published_makespan: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per method, the spread of the per-seed make-spans of ``rows`` (one row per cell).
+
+    With ``published_makespan``, also how many seeds are at or below the published value: a
+    published run that beats nearly every seed of a faithful model is a lucky (or selected) run.
+    """
+    published_makespan = published_makespan or {}
+    out = []
+    for method, r in rows.groupby("method", sort=False):
+        x = r["makespan"].dropna()
+        pub = published_makespan.get(method, math.nan)
+        out.append({
+            "method": method, "seeds": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)),
+            "min": float(x.min()), "median": float(x.median()), "max": float(x.max()), "published": pub,
+            "at_or_below_published": int((x <= pub).sum()) if math.isfinite(pub) else None,
+        })
+    return pd.DataFrame(out)
+
+
 # -- table ---------------------------------------------------------------------------------------
 def _fmt(values: pd.Series, digits: int = 4) -> str:
     x = values.dropna()
@@ -419,6 +483,7 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
     common = section(f"Fair comparison: every method on the common preset `{exp.common_preset}` (slotted model)",
                      common_rows, False)
     event = section(f"Event model (FIFO queues and links), common preset `{exp.common_preset}`", event_rows, False)
+    spread_section(lines, tagged, methods, pub["makespan"].to_dict() if comparable else {})
 
     pub_means = pub["makespan"].to_dict()
     columns = [("published CSVs", pub_means), ("ours, own presets", own), ("ours, common preset", common),
@@ -450,6 +515,31 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
         lines.append(f"* {name}: {verdict(means)}")
     lines.append("")
     return "\n".join(lines)
+
+
+def spread_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], published_makespan: dict[str, float]) -> None:
+    """The "Spread over seeds" table: per setting and method, the distribution of the per-seed values."""
+    lines.extend([
+        "## Spread over seeds",
+        "",
+        "Per-seed make-spans (s). Each seed draws its own traces and density vector, as one run of the reference "
+        "code does; a published number is one such run. \"≤ published\": the seeds whose value is at or below the "
+        "published one (own presets only).",
+        "",
+        "| setting | method | seeds | mean | SD | min | median | max | published | ≤ published |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ])
+    for setting, rows in tagged.groupby("setting", sort=True):
+        own = setting == "slotted, own preset"
+        spread = seed_spread(rows, published_makespan if own else None).set_index("method")
+        for method in [m for m in methods if m in spread.index]:
+            r = spread.loc[method]
+            sd = "–" if r["seeds"] < 2 else f"{r['sd']:.4f}"
+            pub = "–" if not math.isfinite(r["published"]) else f"{r['published']:.4f}"
+            below = f"{int(r['at_or_below_published'])} / {int(r['seeds'])}" if math.isfinite(r["published"]) else "–"
+            lines.append(f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
+                         f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} |")
+    lines.append("")
 
 
 def verdict(means: dict[str, float]) -> str:
@@ -510,6 +600,7 @@ def plot_experiment(
     written += sweep_figures(summary, members, exp, figures)
     written += convergence_figures(df, members, exp, figures)
     written += default_figure(summary, members, exp, figures)
+    written += seed_spread_figure(summary, members, exp, figures)
     table = out / "table.md"
     text = results_table(summary, members, exp)
     text += "\n## Figures\n\n" + "\n".join(

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mecsim.plotting import plot_experiment, t_interval, verdict
+import pandas as pd
+
+from mecsim.plotting import plot_experiment, seed_spread, t_interval, verdict
 from mecsim.results import write_parquet
 from mecsim.sweep import compute_cell, label, load_experiment, part_path
 
@@ -46,6 +48,20 @@ def test_t_interval_by_hand():
     assert all(math.isnan(v) for v in t_interval([]))
 
 
+def test_seed_spread_by_hand():
+    rows = pd.DataFrame({
+        "method": ["amcoedge"] * 4 + ["optimal"] * 2,
+        "makespan": [0.20, 0.22, 0.24, 0.30, 0.21, 0.19],
+    })
+    spread = seed_spread(rows, {"amcoedge": 0.22}).set_index("method")
+    amc = spread.loc["amcoedge"]
+    assert amc["seeds"] == 4 and amc["mean"] == pytest.approx(0.24) and amc["median"] == pytest.approx(0.23)
+    assert amc["min"] == pytest.approx(0.20) and amc["max"] == pytest.approx(0.30)
+    assert amc["sd"] == pytest.approx(math.sqrt((0.04**2 + 0.02**2 + 0 + 0.06**2) / 3))
+    assert amc["at_or_below_published"] == 2  # 0.20 and 0.22 (ties count)
+    assert math.isnan(spread.loc["optimal", "published"])  # no published value given for it
+
+
 @pytest.mark.parametrize(
     "means, word",
     [
@@ -76,13 +92,15 @@ def test_plot_writes_every_figure_and_the_table_byte_stably(tmp_path: Path):
 
     written = plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
     names = {p.name for p in written}
-    for stem in ("sweep-deadline-slotted", "default-point", "convergence-slotted"):
+    for stem in ("sweep-deadline-slotted", "default-point", "default-seeds", "convergence-slotted"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert all(p.stat().st_size > 0 for p in written)
     table = (out / "table.md").read_text()
     assert "## Reproduction: each method on its own published preset" in table
     assert "| random | randcoedge | 2 |" in table
     assert "## Does the headline hold?" in table
+    assert "## Spread over seeds" in table
+    assert "| slotted, own preset | random | 2 |" in table
 
     first = {p: p.read_bytes() for p in written if p.suffix in (".svg", ".md")}
     plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)

@@ -86,6 +86,17 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- grid expansion ------------------------------------------------------------------------------
+def test_seeds_grid_extends_the_paper_default_point():
+    cells = load_experiment("seeds").cells()
+    assert len(cells) == 16 * (5 * 2 - 1)  # 5 methods x (common, own), AMCoEdge's own preset is the common one
+    assert {c.scenario.seed for c in cells} == set(range(16))
+    paper = load_experiment("paper")
+    default = set(paper.memberships(paper.cells()).query("sweep == 'default'")["cell_id"])
+    # seeds 0-2 of the slotted default point are the paper's own cells: the same ids, computed once either way
+    first = {c.cell_id for c in cells if c.scenario.seed < 3}
+    assert len(first) == 3 * 9 and first <= default
+
+
 def test_paper_grid_counts_and_values():
     exp = load_experiment("paper")
     cells = exp.cells()
