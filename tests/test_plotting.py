@@ -52,14 +52,19 @@ def test_seed_spread_by_hand():
     rows = pd.DataFrame({
         "method": ["amcoedge"] * 4 + ["optimal"] * 2,
         "makespan": [0.20, 0.22, 0.24, 0.30, 0.21, 0.19],
+        "first_makespan": [0.25, 0.22, 0.30, 0.25, 0.21, 0.19],
     })
-    spread = seed_spread(rows, {"amcoedge": 0.22}).set_index("method")
+    published = pd.DataFrame({"makespan": [0.22], "first_makespan": [0.25]}, index=["amcoedge"])
+    spread = seed_spread(rows, published).set_index("method")
     amc = spread.loc["amcoedge"]
     assert amc["seeds"] == 4 and amc["mean"] == pytest.approx(0.24) and amc["median"] == pytest.approx(0.23)
     assert amc["min"] == pytest.approx(0.20) and amc["max"] == pytest.approx(0.30)
     assert amc["sd"] == pytest.approx(math.sqrt((0.04**2 + 0.02**2 + 0 + 0.06**2) / 3))
     assert amc["at_or_below_published"] == 2  # 0.20 and 0.22 (ties count)
-    assert math.isnan(spread.loc["optimal", "published"])  # no published value given for it
+    assert amc["gain"] == pytest.approx((0.8 + 1.0 + 0.8 + 1.2) / 4)
+    assert amc["published_gain"] == pytest.approx(0.88)
+    assert math.isnan(spread.loc["optimal", "published"])  # no published value for it
+    assert spread.loc["optimal", "gain"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
