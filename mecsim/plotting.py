@@ -12,7 +12,8 @@ definition, and writes under ``results/<experiment>/``:
 * ``figures/default-seeds.{png,svg}`` — the same cells seed by seed (box and points), with the
   published values marked: where one published run falls among ours;
 * ``table.md`` — the default point: reproduction (own presets), fair comparison (common
-  preset), event model, the published numbers, and whether the paper's headline holds.
+  preset), event model, the spread over seeds, the published numbers, and whether the
+  paper's headline holds.
 
 The per-cell metric is the paper's: the mean over the last `LAST_EPISODES` online
 episodes for learners, over all episodes for heuristics (which do not learn). Each seed
@@ -381,7 +382,7 @@ def seed_spread(rows: pd.DataFrame, published: pd.DataFrame | None = None) -> pd
     than the make-span does.
 
     With ``published`` (indexed by method, columns ``makespan`` and ``first_makespan``):
-    the published values, its gain, and how many seeds are at or below the published
+    the published make-span and gain, and how many seeds are at or below the published
     make-span; a published run that beats nearly every seed of a faithful model is a lucky
     (or selected) run.
     """
