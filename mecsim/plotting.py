@@ -303,13 +303,17 @@ def convergence_figures(df: pd.DataFrame, members: pd.DataFrame, exp: Experiment
     return written
 
 
+def default_point(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    """The cells of the experiment's default sweep, tagged with their setting (see `with_settings`)."""
+    ids = set(members.loc[members["sweep"] == "default", "cell_id"])
+    return with_settings(summary[summary["cell_id"].isin(ids)], exp)
+
+
 def default_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
     plt, sns = _setup()
-    ids = set(members.loc[members["sweep"] == "default", "cell_id"])
-    data = summary[summary["cell_id"].isin(ids)]
+    data = default_point(summary, members, exp)
     if data.empty:
         return []
-    data = with_settings(data, exp)
     order = [m for m in exp.methods if m in set(data["method"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, ylabel in ((axes[0], "makespan", "mean make-span (s)"), (axes[1], "failure_rate", "failure rate")):
@@ -333,11 +337,9 @@ def default_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment
 def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
     """The default point seed by seed: one panel per setting, a box and the per-seed values per method."""
     plt, sns = _setup()
-    ids = set(members.loc[members["sweep"] == "default", "cell_id"])
-    data = summary[summary["cell_id"].isin(ids)]
+    data = default_point(summary, members, exp)
     if data.empty:
         return []
-    data = with_settings(data, exp)
     settings = sorted(data["setting"].unique(), key=lambda s: (not s.startswith("slotted"), "common" in s, s))
     order = [m for m in exp.methods if m in set(data["method"])]
     palette = _palette(list(exp.methods))
@@ -430,11 +432,10 @@ def _means(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) -> str:
-    ids = set(members.loc[members["sweep"] == "default", "cell_id"])
-    data = summary[summary["cell_id"].isin(ids)].copy()
+    tagged = default_point(summary, members, exp)
     pub = published_default()
-    methods = [m for m in exp.methods if m in set(data["method"])]
-    seeds = sorted(data["seed"].unique().tolist())
+    methods = [m for m in exp.methods if m in set(tagged["method"])]
+    seeds = sorted(tagged["seed"].unique().tolist())
     lines = [
         f"# {exp.name}: results at the default point",
         "",
@@ -481,7 +482,6 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
         lines.append("")
         return means
 
-    tagged = with_settings(data, exp)
     own_rows = tagged[tagged["setting"] == "slotted, own preset"]
     common_rows = tagged[tagged["setting"] == f"slotted, common preset ({exp.common_preset})"]
     event_rows = tagged[tagged["setting"] == f"event, common preset ({exp.common_preset})"]
