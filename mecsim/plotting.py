@@ -71,6 +71,27 @@ def published_sweeps() -> pd.DataFrame:
         return pd.read_csv(fh)
 
 
+def reference_reruns() -> pd.DataFrame:
+    """Runs of the reference's own code at the default point (``mecsim/data/reference_reruns.csv``).
+
+    Columns: method, environment (``own preset``: the reference code of the method's published
+    environment, which our own preset reproduces; otherwise the code version), run, episode,
+    mean_makespan, failure_rate. The README section "The reference code, rerun" says how they were made.
+    """
+    with resources.files("mecsim").joinpath("data/reference_reruns.csv").open() as fh:
+        return pd.read_csv(fh)
+
+
+def rerun_default() -> pd.DataFrame:
+    """One row per rerun: the per-run metric as for our cells (last 50 episodes) and its first 10 episodes."""
+    runs = reference_reruns().sort_values(["method", "environment", "run", "episode"])
+    keys = ["method", "environment", "run"]
+    out = runs.groupby(keys).tail(LAST_EPISODES).groupby(keys).agg(
+        makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"))
+    out["first_makespan"] = runs.groupby(keys).head(FIRST_EPISODES).groupby(keys)["mean_makespan"].mean()
+    return out.reset_index()
+
+
 def published_default() -> pd.DataFrame:
     """Per method: the published make-span and failure rate, mean of the last 50 episodes of each curve."""
     pub = published().sort_values(["method", "episode"])
@@ -360,6 +381,16 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
             xs = [i for i, m in enumerate(present) if m in pub.index]
             ax.scatter(xs, [pub.loc[present[i], "makespan"] for i in xs], marker="*", s=140, color="k", zorder=5,
                        label="published (one run each)")
+            reruns = rerun_default()
+            reruns = reruns[reruns["environment"] == "own preset"]
+            xs, ys = [], []
+            for i, method in enumerate(present):
+                values = reruns.loc[reruns["method"] == method].sort_values("run")["makespan"].tolist()
+                xs += [i + 0.36] * len(values)
+                ys += values
+            if ys:
+                ax.scatter(xs, ys, marker="D", s=18, facecolor="none", edgecolor="k", linewidth=0.8, zorder=5,
+                           label="reference code, rerun here")
             ax.legend(fontsize=7, frameon=False, loc="upper right")
         ax.set_title(setting)
         ax.set_xlabel("")
@@ -371,7 +402,8 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
                "for heuristics. Boxes: quartiles and the range of the seeds. Each seed draws its own traces and "
                "density vector, as one run of the reference code does.")
     if comparable:
-        caption += " Stars: the published CSVs, one run per method (spec §8.1)."
+        caption += (" Stars: the published CSVs, one run per method (spec §8.1). Diamonds: runs of the reference's "
+                    "own code, made for this package (README, \"The reference code, rerun\").")
     return _save(fig, out_dir, "default-seeds", caption)
 
 
@@ -556,7 +588,35 @@ def spread_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], p
             pub_gain = f"{r['published_gain']:.3f}" if has_pub else "–"
             lines.append(f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
                          f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} | {r['gain']:.3f} | {pub_gain} |")
+    if published is not None:
+        rerun_rows(lines, tagged, methods, published)
     lines.append("")
+
+
+def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame) -> None:
+    """The reference code's own runs as rows of the spread table (seeds = runs), then, per method with
+    reruns of its own environment, a Mann-Whitney test of our own-preset seeds against them."""
+    from scipy import stats
+
+    reruns = rerun_default().rename(columns={"run": "seed"})
+    tests = []
+    for environment, rows in reruns.groupby("environment", sort=True):
+        spread = seed_spread(rows, published).set_index("method")
+        for method in [m for m in methods if m in spread.index]:
+            r = spread.loc[method]
+            pub = float(r["published"])
+            lines.append(f"| reference code rerun, {environment} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | "
+                         f"{r['sd']:.4f} | {r['min']:.4f} | {r['median']:.4f} | {r['max']:.4f} | {pub:.4f} | "
+                         f"{int(r['at_or_below_published'])} / {int(r['seeds'])} | {r['gain']:.3f} | "
+                         f"{r['published_gain']:.3f} |")
+            ours = tagged.loc[(tagged["setting"] == "slotted, own preset") & (tagged["method"] == method), "makespan"]
+            theirs = rows.loc[rows["method"] == method, "makespan"]
+            if environment == "own preset" and ours.size >= 2:
+                p = stats.mannwhitneyu(ours, theirs, alternative="two-sided").pvalue
+                tests.append(f"{method}: ours {ours.mean():.4f} over {ours.size} seeds, the reference code "
+                             f"{theirs.mean():.4f} over {theirs.size} runs, Mann-Whitney p = {p:.2f}")
+    if tests:
+        lines.extend(["", "Own preset, ours against the reference code's reruns: " + "; ".join(tests) + "."])
 
 
 def verdict(means: dict[str, float]) -> str:
