@@ -10,7 +10,7 @@ definition, and writes under ``results/<experiment>/``:
   (smoothed), per method, 95 % band over seeds, with the published curves overlaid;
 * ``figures/default-point.{png,svg}`` — every method at the default point, per setting;
 * ``figures/default-seeds.{png,svg}`` — the same cells seed by seed (box and points), with the
-  published values marked: where one published run falls among ours;
+  published values and the reference code's own reruns marked: where its runs fall among ours;
 * ``table.md`` — the default point: reproduction (own presets), fair comparison (common
   preset), event model, the spread over seeds, the published numbers, and whether the
   paper's headline holds.
@@ -21,7 +21,8 @@ gives one value; intervals are Student-t 95 % intervals over seeds.
 
 The published numbers ship with the package (``mecsim/data/published.csv``: the
 reference's per-episode curves at the default point; ``published_sweeps.csv``: its
-historical sweep tables).
+historical sweep tables; ``reference_reruns.csv``: runs of the reference's code made for
+this package, see the README).
 """
 from __future__ import annotations
 
