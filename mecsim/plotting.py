@@ -603,7 +603,7 @@ def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], publi
     tests = []
     for environment, rows in reruns.groupby("environment", sort=True):
         spread = seed_spread(rows, published).set_index("method")
-        for method in [m for m in methods if m in spread.index]:
+        for method in [m for m in methods if m in spread.index and m in published.index]:
             r = spread.loc[method]
             pub = float(r["published"])
             lines.append(f"| reference code rerun, {environment} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | "

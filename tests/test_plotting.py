@@ -9,7 +9,9 @@ import pytest
 import pandas as pd
 
 from mecsim import plotting
-from mecsim.plotting import plot_experiment, reference_reruns, rerun_default, seed_spread, spread_section, t_interval, verdict
+from mecsim.plotting import (
+    plot_experiment, reference_reruns, rerun_default, seed_spread, spread_section, t_interval, verdict,
+)
 from mecsim.results import write_parquet
 from mecsim.sweep import compute_cell, label, load_experiment, part_path
 
