@@ -83,24 +83,27 @@ def reference_reruns() -> pd.DataFrame:
         return pd.read_csv(fh)
 
 
-def rerun_default() -> pd.DataFrame:
-    """One row per rerun: the per-run metric as for our cells (last 50 episodes) and its first 10 episodes."""
-    runs = reference_reruns().sort_values(["method", "environment", "run", "episode"])
-    keys = ["method", "environment", "run"]
-    out = runs.groupby(keys).tail(LAST_EPISODES).groupby(keys).agg(
+def curve_metrics(curves: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per learning curve (one per ``keys`` group): make-span and failure rate over the last
+    `LAST_EPISODES` episodes (the learners' per-run metric), the make-span over the first
+    `FIRST_EPISODES` (``first_makespan``) and the number of episodes."""
+    curves = curves.sort_values([*keys, "episode"])
+    groups = curves.groupby(keys)
+    out = groups.tail(LAST_EPISODES).groupby(keys).agg(
         makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"))
-    out["first_makespan"] = runs.groupby(keys).head(FIRST_EPISODES).groupby(keys)["mean_makespan"].mean()
-    return out.reset_index()
+    out["first_makespan"] = groups.head(FIRST_EPISODES).groupby(keys)["mean_makespan"].mean()
+    out["episodes"] = groups.size()
+    return out
+
+
+def rerun_default() -> pd.DataFrame:
+    """One row per rerun of the reference code, with `curve_metrics` as for our cells."""
+    return curve_metrics(reference_reruns(), ["method", "environment", "run"]).reset_index()
 
 
 def published_default() -> pd.DataFrame:
-    """Per method: the published make-span and failure rate, mean of the last 50 episodes of each curve."""
-    pub = published().sort_values(["method", "episode"])
-    tail = pub.groupby("method").tail(LAST_EPISODES)
-    out = tail.groupby("method").agg(makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"))
-    out["first_makespan"] = pub.groupby("method").head(FIRST_EPISODES).groupby("method")["mean_makespan"].mean()
-    out["episodes"] = pub.groupby("method").size()
-    return out
+    """Per method: `curve_metrics` of the published curve (the make-span: mean of its last 50 episodes)."""
+    return curve_metrics(published(), ["method"])
 
 
 def comparable_to_published(exp: Experiment) -> bool:
@@ -581,17 +584,21 @@ def spread_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], p
         own = setting == "slotted, own preset"
         spread = seed_spread(rows, published if own else None).set_index("method")
         for method in [m for m in methods if m in spread.index]:
-            r = spread.loc[method]
-            sd = "–" if r["seeds"] < 2 else f"{r['sd']:.4f}"
-            has_pub = math.isfinite(r["published"])
-            pub = f"{r['published']:.4f}" if has_pub else "–"
-            below = f"{int(r['at_or_below_published'])} / {int(r['seeds'])}" if has_pub else "–"
-            pub_gain = f"{r['published_gain']:.3f}" if has_pub else "–"
-            lines.append(f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
-                         f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} | {r['gain']:.3f} | {pub_gain} |")
+            lines.append(_spread_row(setting, method, spread.loc[method]))
     if published is not None:
         rerun_rows(lines, tagged, methods, published)
     lines.append("")
+
+
+def _spread_row(setting: str, method: str, r: pd.Series) -> str:
+    """One row of the spread table from a `seed_spread` row."""
+    sd = "–" if r["seeds"] < 2 else f"{r['sd']:.4f}"
+    has_pub = math.isfinite(r["published"])
+    pub = f"{r['published']:.4f}" if has_pub else "–"
+    below = f"{int(r['at_or_below_published'])} / {int(r['seeds'])}" if has_pub else "–"
+    pub_gain = f"{r['published_gain']:.3f}" if has_pub else "–"
+    return (f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
+            f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} | {r['gain']:.3f} | {pub_gain} |")
 
 
 def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame) -> None:
@@ -603,16 +610,13 @@ def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], publi
     tests = []
     for environment, rows in reruns.groupby("environment", sort=True):
         spread = seed_spread(rows, published).set_index("method")
-        for method in [m for m in methods if m in spread.index and m in published.index]:
-            r = spread.loc[method]
-            pub = float(r["published"])
-            lines.append(f"| reference code rerun, {environment} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | "
-                         f"{r['sd']:.4f} | {r['min']:.4f} | {r['median']:.4f} | {r['max']:.4f} | {pub:.4f} | "
-                         f"{int(r['at_or_below_published'])} / {int(r['seeds'])} | {r['gain']:.3f} | "
-                         f"{r['published_gain']:.3f} |")
+        for method in [m for m in methods if m in spread.index]:
+            lines.append(_spread_row(f"reference code rerun, {environment}", method, spread.loc[method]))
+            if environment != "own preset":
+                continue
             ours = tagged.loc[(tagged["setting"] == "slotted, own preset") & (tagged["method"] == method), "makespan"]
             theirs = rows.loc[rows["method"] == method, "makespan"]
-            if environment == "own preset" and ours.size >= 2:
+            if ours.size >= 2:
                 p = stats.mannwhitneyu(ours, theirs, alternative="two-sided").pvalue
                 tests.append(f"{method}: ours {ours.mean():.4f} over {ours.size} seeds, the reference code "
                              f"{theirs.mean():.4f} over {theirs.size} runs, Mann-Whitney p = {p:.2f}")
