@@ -11,9 +11,11 @@ definition, and writes under ``results/<experiment>/``:
 * ``figures/default-point.{png,svg}`` — every method at the default point, per setting;
 * ``figures/default-seeds.{png,svg}`` — the same cells seed by seed (box and points), with the
   published values and the reference code's own reruns marked: where its runs fall among ours;
+* ``figures/start-end.{png,svg}`` — each learner's per-seed end against its exploring start,
+  with the line read at the published run's start (`mecsim.reproduction`);
 * ``table.md`` — the default point: reproduction (own presets), fair comparison (common
-  preset), event model, the spread over seeds, the published numbers, and whether the
-  paper's headline holds.
+  preset), event model, the spread over seeds, the published runs given their start, and
+  whether the paper's headline holds.
 
 The per-cell metric is the paper's: the mean over the last `LAST_EPISODES` online
 episodes for learners, over all episodes for heuristics (which do not learn). Each seed
@@ -34,12 +36,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .reproduction import predict_from_start
 from .results import load
 from .sweep import Experiment, load_experiment
 
 LAST_EPISODES = 50
 FIRST_EPISODES = 10  # a learner's exploring start (its greedy probability is still below 6 %)
 SMOOTH_EPISODES = 10
+START_FIT_MIN_RUNS = 6  # fewer runs leave the start-end line's prediction interval uninformative
 HEADLINE = {"random": 28.0, "drlcoedge": 17.0, "smcoedge": 12.0}  # README: AMCoEdge's make-span reduction, %
 HEADLINE_OPTIMAL_GAP = 2.0  # README: "close to Optimal"; the published CSVs give +2.3 %
 TOLERANCE_PP = 5.0  # percentage points within which a measured reduction "matches" the claim
@@ -411,6 +415,61 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
     return _save(fig, out_dir, "default-seeds", caption)
 
 
+def start_fit_runs(tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame
+                   ) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per learner of ``methods`` with a published curve and at least `START_FIT_MIN_RUNS` own-preset
+    seeds, in that order: its own-preset runs (start ``first_makespan``, end ``makespan``), ours
+    (``"ours"``) and the reference code's reruns (``"reference code"``, possibly empty)."""
+    ours = tagged[(tagged["setting"] == "slotted, own preset") & (tagged["method_kind"] == "learner")]
+    reruns = rerun_default()
+    reruns = reruns[reruns["environment"] == "own preset"]
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for method in [m for m in methods if m in set(ours["method"]) and m in published.index]:
+        runs = {"ours": ours[ours["method"] == method], "reference code": reruns[reruns["method"] == method]}
+        runs = {name: r.dropna(subset=["makespan", "first_makespan"]) for name, r in runs.items()}
+        if len(runs["ours"]) >= START_FIT_MIN_RUNS:
+            out[method] = runs
+    return out
+
+
+def start_end_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+    """Per learner, each own-preset seed's end against its start, the fitted line with its 95 %
+    prediction band, and the published run (star) and the reference code's reruns (diamonds)."""
+    if not comparable_to_published(exp):
+        return []
+    pub = published_default()
+    runs = start_fit_runs(default_point(summary, members, exp), list(exp.methods), pub)
+    if not runs:
+        return []
+    plt, _ = _setup()
+    palette = _palette(list(exp.methods))
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.2), squeeze=False)
+    for ax, (method, by_source) in zip(axes[0], runs.items()):
+        ours, theirs = by_source["ours"], by_source["reference code"]
+        start, end = float(pub.loc[method, "first_makespan"]), float(pub.loc[method, "makespan"])
+        xs = np.linspace(min(ours["first_makespan"].min(), start), max(ours["first_makespan"].max(), start), 50)
+        lines = [predict_from_start(ours["first_makespan"], ours["makespan"], x) for x in xs]
+        ax.plot(xs, [p.predicted for p in lines], color=palette[method], linewidth=1)
+        ax.fill_between(xs, [p.low for p in lines], [p.high for p in lines], color=palette[method], alpha=0.15,
+                        linewidth=0, label="ours: line, 95 % prediction band")
+        ax.scatter(ours["first_makespan"], ours["makespan"], s=16, color=palette[method], edgecolor="k",
+                   linewidth=0.4, zorder=4, label=f"ours, {len(ours)} seeds")
+        if not theirs.empty:
+            ax.scatter(theirs["first_makespan"], theirs["makespan"], marker="D", s=18, facecolor="none",
+                       edgecolor="k", linewidth=0.8, zorder=5, label=f"reference code, {len(theirs)} reruns")
+        ax.scatter([start], [end], marker="*", s=140, color="k", zorder=6, label="published run")
+        ax.set_title(method)
+        ax.set_xlabel(f"start: mean make-span of the first {FIRST_EPISODES} episodes (s)")
+        ax.set_ylabel(f"end: mean make-span of the last {LAST_EPISODES} episodes (s)")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    fig.suptitle(f"{exp.name}: each learner's end against its start, own presets")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    caption = ("One point per seed. A run's density vector moves its start and its end together, so a single "
+               "published run is compared with the line read at its own start (table: \"Published runs, given "
+               "their start\").")
+    return _save(fig, out_dir, "start-end", caption)
+
+
 def seed_spread(rows: pd.DataFrame, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per method, the spread of the per-seed make-spans of ``rows`` (one row per cell).
 
@@ -534,6 +593,8 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
                      common_rows, False)
     event = section(f"Event model (FIFO queues and links), common preset `{exp.common_preset}`", event_rows, False)
     spread_section(lines, tagged, methods, pub if comparable else None)
+    if comparable:
+        start_section(lines, tagged, methods, pub)
 
     pub_means = pub["makespan"].to_dict()
     columns = [("published CSVs", pub_means), ("ours, own presets", own), ("ours, common preset", common),
@@ -624,6 +685,37 @@ def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], publi
         lines.extend(["", "Own preset, ours against the reference code's reruns: " + "; ".join(tests) + "."])
 
 
+def start_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame) -> None:
+    """The "Published runs, given their start" table: per learner and source of runs (ours, the
+    reference code's reruns), the end predicted at the published run's start, and the published end."""
+    rows = []
+    for method, by_source in start_fit_runs(tagged, methods, published).items():
+        start, end = float(published.loc[method, "first_makespan"]), float(published.loc[method, "makespan"])
+        for source, runs in by_source.items():
+            if len(runs) < START_FIT_MIN_RUNS:
+                continue
+            fit = predict_from_start(runs["first_makespan"], runs["makespan"], start)
+            rows.append(f"| {method} | {source} | {fit.runs} | {runs['first_makespan'].min():.4f}–"
+                        f"{runs['first_makespan'].max():.4f} | {fit.slope:.2f} | {fit.r:.2f} | {start:.4f} | "
+                        f"{fit.predicted:.4f} ({fit.low:.4f}–{fit.high:.4f}) | {end:.4f} | {fit.p_value(end):.2f} |")
+    if not rows:
+        return
+    lines.extend([
+        "## Published runs, given their start",
+        "",
+        "A run draws its density vector once, so its start (the mean make-span of its first "
+        f"{FIRST_EPISODES} online episodes, a near-random policy) and its end (the last {LAST_EPISODES}) move "
+        "together. Per learner: the least-squares line end = a + b·start over the own-preset runs, read at the "
+        "published run's start, with the 95 % prediction interval for one run; p: two-sided t-test of the "
+        "published end against it. Figure: `figures/start-end`.",
+        "",
+        "| method | runs | n | starts | slope b | r | published start | predicted end (95 % PI) | published end | p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def verdict(means: dict[str, float]) -> str:
     """Whether the headline holds for one setting's per-method mean make-spans (see `results_table`)."""
     amc = means.get("amcoedge", math.nan)
@@ -683,6 +775,7 @@ def plot_experiment(
     written += convergence_figures(df, members, exp, figures)
     written += default_figure(summary, members, exp, figures)
     written += seed_spread_figure(summary, members, exp, figures)
+    written += start_end_figure(summary, members, exp, figures)
     table = out / "table.md"
     text = results_table(summary, members, exp)
     text += "\n## Figures\n\n" + "\n".join(
