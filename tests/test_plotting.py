@@ -8,7 +8,6 @@ import pytest
 
 import pandas as pd
 
-from mecsim import plotting
 from mecsim.plotting import (
     plot_experiment, reference_reruns, rerun_default, seed_spread, spread_section, t_interval, verdict,
 )
@@ -80,19 +79,9 @@ def test_reference_reruns_are_whole_runs():
         assert r["failure_rate"].between(0, 1).all()
 
 
-def fake_reruns(values: dict[int, list[float]]) -> pd.DataFrame:
-    """AMCoEdge reruns of the own environment with the given per-episode make-spans."""
-    return pd.DataFrame([
-        {"method": "amcoedge", "environment": "own preset", "run": run, "episode": e, "mean_makespan": m,
-         "failure_rate": 0.0}
-        for run, curve in values.items() for e, m in enumerate(curve)
-    ])
-
-
-def test_rerun_metric_and_rows_by_hand(monkeypatch):
+def test_rerun_metric_and_rows_by_hand(use_reruns):
     # run 0: 10 exploring episodes at 0.30, then 50 at 0.24; run 1: 60 episodes at 0.20 (ties the published value)
-    monkeypatch.setattr(plotting, "reference_reruns",
-                        lambda: fake_reruns({0: [0.30] * 10 + [0.24] * 50, 1: [0.20] * 60}))
+    use_reruns({0: [0.30] * 10 + [0.24] * 50, 1: [0.20] * 60})
     runs = rerun_default().set_index("run")
     assert runs.loc[0, "makespan"] == pytest.approx(0.24) and runs.loc[0, "first_makespan"] == pytest.approx(0.30)
     assert runs.loc[1, "makespan"] == pytest.approx(0.20)

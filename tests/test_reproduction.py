@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mecsim import plotting
 from mecsim.plotting import start_end_figure, start_section
 from mecsim.reproduction import predict_from_start
 from mecsim.sweep import load_experiment
@@ -53,17 +52,12 @@ def learner_rows(method: str, starts: list[float], ends: list[float]) -> pd.Data
                          "seed": range(len(starts)), "first_makespan": starts, "makespan": ends})
 
 
-def fake_reruns(method: str, starts: list[float], ends: list[float]) -> pd.DataFrame:
-    """Reruns of ``method``'s own environment: 10 exploring episodes at the start, 50 at the end."""
-    return pd.DataFrame([
-        {"method": method, "environment": "own preset", "run": run, "episode": e,
-         "mean_makespan": start if e < 10 else end, "failure_rate": 0.0}
-        for run, (start, end) in enumerate(zip(starts, ends)) for e in range(60)
-    ])
+# The same six as AMCoEdge reruns of the reference code: 10 exploring episodes at the start, 50 at the end.
+RERUNS = {run: [start] * 10 + [end] * 50 for run, (start, end) in enumerate(zip(STARTS, ENDS))}
 
 
-def test_start_section_by_hand(monkeypatch):
-    monkeypatch.setattr(plotting, "reference_reruns", lambda: fake_reruns("amcoedge", STARTS, ENDS))
+def test_start_section_by_hand(use_reruns):
+    use_reruns(RERUNS)
     published = pd.DataFrame({"makespan": [5.0, 1.0], "first_makespan": [2.5, 2.5]}, index=["amcoedge", "drlcoedge"])
     tagged = pd.concat([learner_rows("amcoedge", STARTS, ENDS),
                         learner_rows("drlcoedge", STARTS[:5], ENDS[:5])])  # 5 seeds: too few for a line
@@ -82,8 +76,8 @@ def test_start_section_by_hand(monkeypatch):
     assert lines == []  # nothing to fit, no section
 
 
-def test_start_end_figure_is_drawn(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(plotting, "reference_reruns", lambda: fake_reruns("amcoedge", STARTS, ENDS))
+def test_start_end_figure_is_drawn(use_reruns, tmp_path: Path):
+    use_reruns(RERUNS)
     path = tmp_path / "six.toml"
     path.write_text("""
 name = "six"
