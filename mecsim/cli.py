@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .config import ConfigError, Scenario, load_scenario, parse_assignment
-from .runner import ENGINES
+from .backends import DEFAULT_ENGINE, ENGINES
 from .scheduling import SchedulerError, available_schedulers
 
 
@@ -47,7 +47,7 @@ config_option = click.option("--config", "config", type=click.Path(exists=True, 
 engine_option = click.option(
     "--engine",
     type=click.Choice(list(ENGINES)),
-    default="auto",
+    default=DEFAULT_ENGINE,
     show_default=True,
     help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); python: the SimPy engine; auto: the kernel when possible",
 )
@@ -180,7 +180,7 @@ def sweep_command(experiment, rerun, scheduler_address, workers, results_dir, dr
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False))
 def plot_command(experiment, results_dir) -> None:
     """Figures (PNG, SVG) and the results table of a finished sweep."""
-    from .plotting import plot_experiment
+    from .report import plot_experiment
     from .sweep import SweepError
 
     try:

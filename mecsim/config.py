@@ -59,6 +59,14 @@ class EnvVariant(BaseModel):
     enqueue_failed_work: bool = True
     """A failed task's work still loads the queues (the reference never drops it)."""
 
+    def structural(self) -> "EnvVariant":
+        """The flags that shape the computation: this variant with the failure penalty zeroed.
+
+        The penalty is a number the compiled kernel takes per replica, so replicas that differ
+        only in it share one compiled kernel, which is specialised on the rest.
+        """
+        return self.model_copy(update={"fail_penalty": 0.0})
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "amcoedge": dict(),

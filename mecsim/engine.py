@@ -17,6 +17,8 @@ import simpy
 
 from .arrivals import Trace, episode_trace
 from .config import Scenario
+from .models import make_model
+from .scheduling import hook
 from .tasklog import TaskLog, episode_metrics
 
 
@@ -26,17 +28,6 @@ class EpisodeResult:
     log: TaskLog
     metrics: dict
     wall_time: float
-
-
-def make_model(scenario: Scenario, scheduler):
-    """The delay model named by ``scenario.model``."""
-    if scenario.model == "slotted":
-        from .slotted_model import SlottedModel
-
-        return SlottedModel(scenario, scheduler)
-    from .event_model import EventModel
-
-    return EventModel(scenario, scheduler)
 
 
 class Simulation:
@@ -58,7 +49,7 @@ class Simulation:
         env.run()
         horizon = scenario.decision_slots * scenario.slot_length
         metrics = episode_metrics(log, model.served, model.params.capacities * 1.0, horizon)
-        end = getattr(self.scheduler, "on_episode_end", None)
+        end = hook(self.scheduler, "on_episode_end")
         if end is not None:
             end(episode, metrics)
         return EpisodeResult(episode, log, metrics, time.perf_counter() - started)

@@ -1,34 +1,63 @@
-"""Tidy results: atomic parquet writes and loading a results file or dataset directory."""
+"""Files: the one atomic writer (every output of the package goes through it) and loading results.
+
+An interrupted write never leaves a partial file under the final name: the data go to a
+hidden temporary file in the same directory (``.<name>.<random>.tmp``), which is renamed
+over the target once complete. The temporary file is created like any other file, so the
+result respects the umask.
+"""
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+TEMP_SUFFIX = ".tmp"
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    def fill(tmp: Path) -> None:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+
+    return write_atomic(path, fill)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode())
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to ``path`` atomically: a temporary file in the same directory, then a rename.
+    """Write ``df`` to ``path`` atomically as parquet.
 
-    An interrupted write never leaves a partial file under the final name.
+    zstd, no column statistics and no duplicate Arrow schema (pandas' own metadata is kept,
+    so dtypes round-trip): a small part is mostly metadata otherwise.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # zstd, no column statistics and no duplicate Arrow schema (pandas' own metadata is kept,
-        # so dtypes round-trip): a part is mostly metadata otherwise
+
+    def fill(tmp: Path) -> None:
         pq.write_table(table, tmp, compression="zstd", write_statistics=False, store_schema=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomic(path, fill)
 
 
 def load(path: str | Path) -> pd.DataFrame:

@@ -1,15 +1,20 @@
 """The scheduler plugin contract: what a scheduler sees, what it returns, and how it is found.
 
-A scheduler is any object with ``decide(obs) -> fractions``; subclassing `Scheduler`
-gives the optional hooks no-op defaults. ``fractions`` is a length-B array (zeros =
-server not used) or a `Decision`, which can also name a subset and leave the fractions
-to the scenario's allocation rule, evaluated on the true state when the task executes.
+A scheduler is any object with ``decide(obs) -> fractions``. ``fractions`` is a length-B
+array (zeros = server not used) or a `Decision`, which can also name a subset and leave
+the fractions to the scenario's allocation rule, evaluated on the true state when the
+task executes.
 
-Optional, for speed: ``decide_slot(slot_obs) -> Decision`` returns every decision of a
-slot at once from the start-of-slot state (the reference observation), in one call.
+Optional capabilities are declared one way: a method of that name, which the `Scheduler`
+base class sets to None; the engine looks each up with `hook` and uses it when it is not
+None (an object without the base class simply lacks them):
 
-Learners also receive ``on_slot_end(feedback)``, ``on_episode_end(episode, metrics)``,
-``train(flag)``, ``save(path)`` and ``load(path)``.
+* ``decide_slot(slot_obs) -> Decision`` — every decision of a slot at once from the
+  start-of-slot state (the reference observation), in one call;
+* ``on_slot_end(feedback)``, ``on_episode_end(episode, metrics)`` — learners' feedback;
+* ``train(flag)``, ``save(path)``, ``load(path)`` — learning mode and checkpoints;
+* ``jax_policy() -> JaxPolicy | None`` — the decision as a pure JAX function, which the
+  compiled kernel runs (`mecsim.backends`); None when it does not apply right now.
 
 Plugins are found by name in the ``mecsim.schedulers`` entry-point group, or by import
 path ``package.module:ClassName`` (a user's own file on the Python path works as is).
@@ -20,7 +25,7 @@ import importlib
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -62,6 +67,7 @@ class Observation:
     split_duration: np.ndarray
     scenario: "Scenario"
     _evaluator: Any = field(default=None, repr=False, compare=False)
+    episode: int = 0
 
     @property
     def n_servers(self) -> int:
@@ -88,6 +94,7 @@ class SlotObservation:
     density: np.ndarray  # (n,) Gcycles/Mbit
     backlog: np.ndarray  # (B,) Gcycles at the start of the slot
     scenario: "Scenario"
+    episode: int = 0
 
     def __len__(self) -> int:
         return self.bs.shape[0]
@@ -139,16 +146,32 @@ class SlotFeedback:
     next_sizes: np.ndarray  # (B, N) task sizes of the next slot (0 = no task)
 
 
-@runtime_checkable
-class SchedulerLike(Protocol):
-    def decide(self, obs: Observation) -> Any: ...
+OPTIONAL_HOOKS = ("decide_slot", "on_slot_end", "on_episode_end", "train", "save", "load", "jax_policy")
+
+
+def hook(scheduler: Any, name: str) -> Callable | None:
+    """The scheduler's optional capability ``name`` (one of `OPTIONAL_HOOKS`), or None when it has none."""
+    return getattr(scheduler, name, None)
 
 
 class Scheduler:
-    """Base class with no-op hooks. Subclasses implement ``decide`` (and optionally ``decide_slot``)."""
+    """Base class. Subclasses implement ``decide``; the optional capabilities are None until defined.
+
+    A subclass opts in to one by defining the method, e.g. ``def on_slot_end(self, feedback)``:
+    called after every slot with its decisions and rewards (`SlotFeedback`);
+    ``on_episode_end(episode, metrics)`` after every episode; ``train(flag)`` switches between
+    learning (True) and evaluation (False); ``save(path)`` / ``load(path)`` write and read learned
+    parameters under a directory; ``decide_slot`` and ``jax_policy`` as in the module docstring.
+    """
 
     name: str = "scheduler"
-    decide_slot = None  # set to a method to opt in to slot-batched decisions
+    decide_slot: Callable | None = None
+    on_slot_end: Callable | None = None
+    on_episode_end: Callable | None = None
+    train: Callable | None = None
+    save: Callable | None = None
+    load: Callable | None = None
+    jax_policy: Callable | None = None
 
     def __init__(self, scenario: "Scenario", rng: np.random.Generator | None = None, **options: Any):
         if options:
@@ -158,21 +181,6 @@ class Scheduler:
 
     def decide(self, obs: Observation) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
-
-    def on_slot_end(self, feedback: SlotFeedback) -> None:
-        """Called after every slot with the slot's decisions and rewards."""
-
-    def on_episode_end(self, episode: int, metrics: dict[str, float]) -> None:
-        """Called after every episode with its metrics."""
-
-    def train(self, flag: bool = True) -> None:
-        """Switch between learning (True) and evaluation (False)."""
-
-    def save(self, path: str) -> None:
-        """Save learned parameters under ``path`` (a directory)."""
-
-    def load(self, path: str) -> None:
-        """Load parameters saved by ``save``."""
 
 
 # -- finding plugins -----------------------------------------------------------------------------
@@ -206,7 +214,7 @@ def make_scheduler(name: str, scenario: "Scenario", rng: np.random.Generator | N
     """Build a scheduler by name; the instance's ``name`` is set to what the user asked for."""
     cls = resolve_scheduler(name)
     scheduler = cls(scenario, rng=rng, **options)
-    if not isinstance(scheduler, SchedulerLike):
+    if not callable(getattr(scheduler, "decide", None)):
         raise SchedulerError(f"scheduler {name!r}: {cls!r} has no decide(observation) method")
     try:
         scheduler.name = name

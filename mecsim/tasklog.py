@@ -61,6 +61,7 @@ class TaskLog:
             density=self.density[rows],
             backlog=backlog,
             scenario=scenario,
+            episode=self.episode,
         )
 
     def slot_feedback(self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None):

@@ -9,12 +9,13 @@ runs ``eval_episodes`` greedy episodes on traces drawn from the ``"evaluation"``
 * ``out_dir/checkpoint/`` — the scheduler's ``save`` output, loadable with
   ``mecsim run --scheduler NAME --checkpoint out_dir/checkpoint``.
 
-``engine``: ``"compiled"`` trains on the JAX kernel (`schedulers.dqn_kernel.KernelTrainer`:
-the whole episode, learning included, in one compiled call) and evaluates there too;
-``"python"`` uses the SimPy engine; ``"auto"`` takes the kernel when the scheduler and
-scenario allow it (a DQN scheduler with the reference observation, slotted model).
-The kernel draws exploration from JAX keys, so its curves equal the Python path's in
-distribution, not sample by sample.
+``engine`` (`mecsim.backends`): ``"compiled"`` trains on the JAX kernel
+(`mecsim.backends.kernel.training.KernelTrainer`: the whole episode, learning included, in
+one compiled call) and evaluates there too; ``"python"`` uses the SimPy engine; ``"auto"``
+(the default) takes the kernel when the scheduler and scenario allow it (a learner with a
+kernel form, slotted model). Both paths call the learner's same functions with the same
+keys; their curves agree in distribution, not sample by sample, because the SimPy path
+pads a slot's decisions to another width than the kernel's scan.
 """
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .arrivals import stream
+from .backends import DEFAULT_ENGINE, check_engine, resolve, resolve_trainer
 from .config import Scenario
 from .engine import Simulation
 from .results import write_parquet
-from .runner import ENGINES, run_episodes
-from .scheduling import SchedulerError, make_scheduler
+from .runner import run_episodes
+from .scheduling import hook, make_scheduler
 
 
 @dataclass
@@ -63,7 +65,7 @@ def train(
     options: dict[str, Any] | None = None,
     progress: bool | None = None,
     timing: bool = True,
-    engine: str = "python",
+    engine: str = DEFAULT_ENGINE,
 ) -> TrainingResult:
     """Online training for ``episodes`` episodes, then ``eval_episodes`` greedy episodes on fresh traces.
 
@@ -73,10 +75,9 @@ def train(
     if seed is not None and seed != scenario.seed:
         scenario = scenario.replace(seed=seed)
     options = dict(options or {})
-    if engine not in ENGINES:
-        raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
+    check_engine(engine)
     started = time.perf_counter()
-    trainer = _kernel_trainer([scenario], scheduler_name, options, engine)
+    trainer = resolve_trainer(engine, [scenario], scheduler_name, options)
     if trainer is not None:
         (online,) = trainer.run(episodes, timing=timing)
         (scheduler,) = trainer.write_back()
@@ -92,7 +93,7 @@ def train(
     checkpoint = table_path = None
     if out is not None:
         checkpoint = out / "checkpoint"
-        save = getattr(scheduler, "save", None)
+        save = hook(scheduler, "save")
         if save is not None:
             save(str(checkpoint))
         table_path = write_parquet(table, out / "episodes.parquet")
@@ -107,7 +108,7 @@ def train_many(
     eval_episodes: int = 10,
     options: dict[str, Any] | None = None,
     timing: bool = True,
-    engine: str = "auto",
+    engine: str = DEFAULT_ENGINE,
 ) -> list[TrainingResult]:
     """`train` for several scenarios (seeds included) at once: one result per scenario, in order.
 
@@ -119,10 +120,9 @@ def train_many(
     flags; N may differ) to train together; elsewhere they run one by one.
     """
     options = dict(options or {})
-    if engine not in ENGINES:
-        raise SchedulerError(f"engine {engine!r}: allowed {', '.join(ENGINES)}")
+    check_engine(engine)
     started = time.perf_counter()
-    trainer = _kernel_trainer(list(scenarios), scheduler_name, options, engine) if scenarios else None
+    trainer = resolve_trainer(engine, list(scenarios), scheduler_name, options)
     if trainer is None:
         return [
             train(sc, scheduler_name, episodes, eval_episodes=eval_episodes, options=options, progress=False,
@@ -144,16 +144,11 @@ def train_many(
 def _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine):
     """The online table followed by ``eval_episodes`` greedy episodes on the evaluation stream."""
     frames = [online]
-    train_mode = getattr(scheduler, "train", None)
+    train_mode = hook(scheduler, "train")
     if train_mode is not None:
         train_mode(False)
     if eval_episodes > 0:
-        simulation = Simulation(scenario, scheduler)
-        if engine != "python":
-            from .kernel import compiled_simulation
-
-            planned = range(eval_episodes)
-            simulation = compiled_simulation(scenario, scheduler, engine, episodes=planned, stream="evaluation") or simulation
+        simulation = resolve(engine, scenario, scheduler, episodes=range(eval_episodes), stream="evaluation")
         evaluation, _ = run_episodes(
             simulation,
             scheduler_name,
@@ -167,17 +162,3 @@ def _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes,
     table = pd.concat(frames, ignore_index=True)
     table["scheduler_options"] = json.dumps(options, sort_keys=True, default=str)
     return table
-
-
-def _kernel_trainer(scenarios: list[Scenario], scheduler_name: str, options: dict[str, Any], engine: str):
-    """A KernelTrainer for these replicas, or None for the Python path (``auto`` falls back quietly)."""
-    if engine == "python":
-        return None
-    from schedulers.dqn_kernel import KernelTrainer  # imports JAX only when the kernel may be used
-
-    try:
-        return KernelTrainer(scenarios, scheduler_name, options=options)
-    except SchedulerError:
-        if engine == "compiled":
-            raise
-        return None

@@ -6,16 +6,12 @@ rule (CWA or HECWA) on the true state when the task executes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mecsim.learning.dqn import DQNConfig
+from mecsim.learning.heads import AllSubsets
 
-import numpy as np
-
-from mecsim.allocation import subset_masks
-
-from .dqn import DQNConfig, DQNScheduler
+from .dqn import DQNScheduler
 
 
-@dataclass(frozen=True)
 class AMCoEdgeConfig(DQNConfig):
     """AdaDQN hyper-parameters (reference values: AMCoEdge main.py / AdaDQN.py): the `DQNConfig` defaults,
     (1 + B) → 20 → 20 → 20 → 2^B − 1."""
@@ -25,8 +21,5 @@ class AMCoEdgeScheduler(DQNScheduler):
     name = "amcoedge"
     config_class = AMCoEdgeConfig
 
-    def n_actions(self) -> int:
-        return 2**self.n_bs - 1
-
-    def subsets(self, actions: np.ndarray, bs: np.ndarray) -> np.ndarray:
-        return subset_masks(self.n_bs)[actions[:, 0]]
+    def make_head(self, config: AMCoEdgeConfig) -> AllSubsets:
+        return AllSubsets(self.n_bs)

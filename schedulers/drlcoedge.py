@@ -5,14 +5,12 @@ shared by {b, a} with the scenario's allocation rule (CWA by default).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from mecsim.learning.dqn import BaselineDQNConfig
+from mecsim.learning.heads import OneCollaborator
 
-import numpy as np
-
-from .dqn import BaselineDQNConfig, DQNScheduler
+from .dqn import DQNScheduler
 
 
-@dataclass(frozen=True)
 class DRLCoEdgeConfig(BaselineDQNConfig):
     """DRLCoEdge hyper-parameters (reference values: AMCoEdge/Baselines/DRLCoEdge), (1 + B) → 20 → 20 → B."""
 
@@ -21,9 +19,5 @@ class DRLCoEdgeScheduler(DQNScheduler):
     name = "drlcoedge"
     config_class = DRLCoEdgeConfig
 
-    def n_actions(self) -> int:
-        return self.n_bs
-
-    def subsets(self, actions: np.ndarray, bs: np.ndarray) -> np.ndarray:
-        eye = np.eye(self.n_bs)
-        return np.maximum(eye[np.asarray(bs)], eye[actions[:, 0]])
+    def make_head(self, config: DRLCoEdgeConfig) -> OneCollaborator:
+        return OneCollaborator(self.n_bs)

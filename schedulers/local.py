@@ -1,9 +1,17 @@
 """`local`: every task runs entirely on the edge server of the BS where it arrives."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 
+from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask
 from mecsim.scheduling import Decision, Observation, Scheduler, SlotObservation
+
+
+def local_decide(params, key, state, task: KernelTask, ctx: KernelContext):
+    """The kernel form: the whole task on the arrival BS's own server."""
+    onehot = jax.nn.one_hot(task.bs, ctx.n_bs, dtype=task.wait.dtype)
+    return onehot, onehot
 
 
 class LocalScheduler(Scheduler):
@@ -16,8 +24,5 @@ class LocalScheduler(Scheduler):
         onehot = np.eye(obs.scenario.n_bs)[obs.bs]
         return Decision(onehot, onehot)
 
-    def jax_policy(self):
-        """The same rule for the compiled kernel (`mecsim.kernel`)."""
-        from mecsim.kernel import JaxPolicy, local_decide
-
+    def jax_policy(self) -> JaxPolicy:
         return JaxPolicy(local_decide)

@@ -6,10 +6,19 @@ make-span; the smallest wins, ties going to the first subset in enumeration orde
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from mecsim.allocation import subset_masks
+from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask
 from mecsim.scheduling import Decision, Observation, Scheduler
+
+
+def optimal_decide(params, key, state, task: KernelTask, ctx: KernelContext):
+    """The kernel form: the smallest make-span over every subset, ties to the lowest enumeration index."""
+    fractions, spans = ctx.evaluate(task)
+    best = jnp.argmin(spans)
+    return ctx.masks[best], fractions[best]
 
 
 class OptimalScheduler(Scheduler):
@@ -24,8 +33,5 @@ class OptimalScheduler(Scheduler):
         best = int(np.argmin(spans))
         return Decision(self.masks[best], fractions[best])
 
-    def jax_policy(self):
-        """The same greedy choice for the compiled kernel (`mecsim.kernel`)."""
-        from mecsim.kernel import JaxPolicy, optimal_decide
-
+    def jax_policy(self) -> JaxPolicy:
         return JaxPolicy(optimal_decide)

@@ -5,9 +5,21 @@ fractions come from the scenario's allocation rule (CWA by default) on the true 
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask
 from mecsim.scheduling import Decision, Observation, Scheduler, SlotObservation
+
+
+def random_decide(params, key, state, task: KernelTask, ctx: KernelContext):
+    """The kernel form. Its draws come from the task's JAX key (the seed's scheduler stream, episode,
+    slot, position), so they differ from the NumPy stream of the Python path."""
+    other = jax.random.randint(key, (), 0, ctx.n_bs)
+    eye = jnp.eye(ctx.n_bs, dtype=task.wait.dtype)
+    subset = jnp.maximum(eye[task.bs], eye[other])
+    return subset, ctx.allocate(task, subset)
 
 
 class RandomScheduler(Scheduler):
@@ -24,9 +36,5 @@ class RandomScheduler(Scheduler):
         subsets = np.maximum(eye[obs.bs], eye[other])
         return Decision(subsets, None)
 
-    def jax_policy(self):
-        """The same rule for the compiled kernel (`mecsim.kernel`); draws come from a JAX key per episode
-        (seed's scheduler stream, episode), so they differ from the NumPy stream of this class."""
-        from mecsim.kernel import JaxPolicy, random_decide
-
+    def jax_policy(self) -> JaxPolicy:
         return JaxPolicy(random_decide)

@@ -65,49 +65,33 @@ from heapq import heappop, heappush
 
 import numpy as np
 import simpy
-from simpy.events import URGENT, Event, Timeout
+from simpy.events import Event, Timeout
 
-from . import slotted
-from .allocation import allocate_members, allocate_subset
-from .arrivals import Trace
-from .config import Scenario
-from .scheduling import Observation, check_slot_decision, normalise_decision
-from .slotted_model import _overrides
-from .tasklog import TaskLog
-
-
-class _UrgentTimeout(Timeout):
-    """A timeout processed before ordinary events of the same instant (arrivals before service)."""
-
-    def __init__(self, env: simpy.Environment, delay: float, value=None):
-        self.env = env
-        self.callbacks = []
-        self._value = value
-        self._delay = delay
-        self._ok = True
-        env.schedule(self, URGENT, delay)
+from ..allocation import allocate_members
+from ..arrivals import Trace
+from ..config import Scenario
+from ..scheduling import Decision, SlotFeedback
+from ..tasklog import TaskLog
+from .base import DelayModel, Terms, UrgentTimeout
 
 
-class EventModel:
+class EventModel(DelayModel):
     """Event-driven delay model; see the module docstring for the physics and the estimates."""
 
     def __init__(self, scenario: Scenario, scheduler):
-        self.scenario = scenario
-        self.scheduler = scheduler
-        self.params = slotted.SlottedParams.from_scenario(scenario)
+        super().__init__(scenario, scheduler)
         # the estimate used by obs.evaluate: zero-fraction servers do not count in the make-span
-        self._estimate_params = self.params._replace(makespan_counts_idle=False)
-        self.n = n = scenario.n_bs
-        self.wants_feedback = _overrides(scheduler, "on_slot_end")
-        self._name = getattr(scheduler, "name", type(scheduler).__name__)
+        variant = self.params.variant.model_copy(update={"makespan_counts_idle": False})
+        self.estimate_params = self.params._replace(variant=variant)
+        n = self.n
         self._caps = [float(f) for f in scenario.capacities]
         self._rates = [float(r) for r in scenario.rates]
         self._dt = float(scenario.slot_length)
         self._deadline = float(scenario.deadline)
         self._drop = scenario.deadline_policy == "drop"
         self._pair = scenario.link_topology == "pair"
-        self._penalty = -float(scenario.variant.fail_penalty) * self._deadline
-        self._horizon = scenario.decision_slots * self._dt
+        self._penalty = -float(self.params.fail_penalty) * self._deadline
+        self._horizon = self.horizon
         self._served = [0.0] * n  # Gcycles processed within [0, horizon]
         self._total = [0.0] * n  # Gcycles processed in all, including after the horizon
         self.n_recorded = 0  # tasks whose outcome has been written to the log
@@ -123,10 +107,10 @@ class EventModel:
         return np.array(self._total)
 
     # -- setup -------------------------------------------------------------------------------------
-    def _setup(self, env: simpy.Environment, log: TaskLog) -> None:
+    def start(self, env: simpy.Environment, log: TaskLog) -> None:
+        super().start(env, log)
         n, n_tasks = self.n, len(log)
         self._env = env
-        self._log = log
         self._bs = log.bs.tolist()
         self._size = log.size.tolist()
         self._density = log.density.tolist()
@@ -149,38 +133,8 @@ class EventModel:
         self._dropped = [False] * n_tasks
         self._finished = np.zeros(n_tasks, dtype=bool)
         self._estimate = np.full(n_tasks, np.nan)  # decision-time make-span estimate
-
-    # -- SimPy process -----------------------------------------------------------------------------
-    def process(self, env: simpy.Environment, trace: Trace, log: TaskLog):
-        self._setup(env, log)
-        for i in range(self.n):
+        for i in range(n):
             env.process(self._server(env, i))
-        feedback = None
-        for t in range(self.scenario.decision_slots):
-            now = t * self._dt
-            if t:
-                yield _UrgentTimeout(env, max(now - env.now, 0.0))
-            backlog = np.array(self._backlog_now(now))
-            backlog.setflags(write=False)
-            if feedback is not None:
-                self._feedback(*feedback, backlog, trace)
-            self._run_slot(now, t, log, backlog)
-            if self.wants_feedback:
-                feedback = (t, backlog, log)
-        if feedback is not None:
-            yield _UrgentTimeout(env, max(self._horizon - env.now, 0.0))
-            backlog = np.array(self._backlog_now(self._horizon))
-            self._feedback(*feedback, backlog, trace)
-
-    def _run_slot(self, now: float, t: int, log: TaskLog, backlog: np.ndarray) -> None:
-        start, stop = int(log.slot_start[t]), int(log.slot_start[t + 1])
-        decide_slot = getattr(self.scheduler, "decide_slot", None)
-        if decide_slot is not None:
-            if stop > start:
-                self._run_batched(now, t, start, stop, log, backlog, decide_slot)
-            return
-        for k in range(start, stop):
-            self._run_task(now, t, k, log, backlog)
 
     # -- state seen by schedulers ------------------------------------------------------------------
     def _backlog_now(self, now: float) -> list[float]:
@@ -208,6 +162,11 @@ class EventModel:
                 backlog[i] = 0.0
         return backlog
 
+    def backlog_at(self, now: float) -> np.ndarray:
+        backlog = np.array(self._backlog_now(now))
+        backlog.setflags(write=False)
+        return backlog
+
     def _terms(self, now: float, b: int, size: float, density: float):
         """Linear delay estimate (wait, duration) and the state behind it, as Python lists."""
         n, caps, rates = self.n, self._caps, self._rates
@@ -232,71 +191,42 @@ class EventModel:
                 duration.append(compute + size / rates[i])
         return wait, duration, backlog, tx
 
+    def terms(self, now: float, k: int) -> Terms:
+        wait, duration, current, tx = self._terms(now, self._bs[k], self._size[k], self._density[k])
+        wait_a, duration_a = np.array(wait), np.array(duration)
+        return Terms(wait_a, duration_a, duration_a, np.array(current), np.array(tx), extra=(wait, duration))
+
     @staticmethod
     def _span_estimate(wait, duration, fractions) -> float:
         return max(w + x * d for w, d, x in zip(wait, duration, fractions) if x > 0.0)
 
-    def _evaluate(self, obs: Observation, masks: np.ndarray, rule: str):
-        return slotted.evaluate_subsets(obs.wait, obs.duration, obs.split_duration, masks, rule, self._estimate_params)
-
     # -- decisions ---------------------------------------------------------------------------------
-    def _run_task(self, now: float, t: int, k: int, log: TaskLog, backlog: np.ndarray) -> None:
-        b, size, density = self._bs[k], self._size[k], self._density[k]
-        wait, duration, current, tx = self._terms(now, b, size, density)
-        wait_a, duration_a = np.array(wait), np.array(duration)
-        obs = Observation(
-            time=now,
-            slot=t,
-            bs=b,
-            task=int(log.task[k]),
-            size=size,
-            density=density,
-            backlog=backlog,
-            current_backlog=np.array(current),
-            tx_backlog=np.array(tx),
-            wait=wait_a,
-            duration=duration_a,
-            split_duration=duration_a,
-            scenario=self.scenario,
-            _evaluator=self._evaluate,
-        )
-        decision = normalise_decision(self.scheduler.decide(obs), self.n, self._name)
-        fractions = decision.fractions
-        if fractions is None:
-            fractions = allocate_subset(self.scenario.allocation, wait_a, duration_a, decision.subset)
-        log.subset[k] = decision.subset > 0
-        log.fractions[k] = fractions
-        log.decided[k] = True
+    def commit(self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms) -> None:
+        wait, duration = terms.extra
         fractions = fractions.tolist()
         self._estimate[k] = self._span_estimate(wait, duration, fractions)
-        self._commit(now, t, k, b, size, density, fractions)
+        self._commit(now, t, k, self._bs[k], self._size[k], self._density[k], fractions)
 
-    def _run_batched(self, now: float, t: int, start: int, stop: int, log: TaskLog, backlog, decide_slot) -> None:
-        rows = slice(start, stop)
-        slot_obs = log.slot_observation(t, now, backlog, self.scenario)
-        decision = check_slot_decision(decide_slot(slot_obs), stop - start, self.n, self._name)
-        log.subset[rows] = decision.subset > 0
-        log.decided[rows] = True
+    def commit_slot(self, now: float, t: int, rows: slice, decision: Decision) -> None:
         bs, sizes, densities = self._bs, self._size, self._density
         if decision.fractions is not None:
-            log.fractions[rows] = decision.fractions
             all_fractions = decision.fractions.tolist()
-            for j, k in enumerate(range(start, stop)):
+            for j, k in enumerate(range(rows.start, rows.stop)):
                 fractions = all_fractions[j]
-                if self.wants_feedback:
+                if self.on_slot_end is not None:
                     wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
                     self._estimate[k] = self._span_estimate(wait, duration, fractions)
                 self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
             return
         rule = self.scenario.allocation
         shares = []
-        for k, row in zip(range(start, stop), decision.subset.tolist()):
+        for k, row in zip(range(rows.start, rows.stop), decision.subset.tolist()):
             wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
             fractions = allocate_members(rule, wait, duration, [i for i, v in enumerate(row) if v > 0.0])
             shares.append(fractions)
             self._estimate[k] = self._span_estimate(wait, duration, fractions)
             self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
-        log.fractions[rows] = shares
+        self.log.fractions[rows] = shares
 
     # -- execution ---------------------------------------------------------------------------------
     def _commit(self, now: float, t: int, k: int, b: int, size: float, density: float, fractions) -> None:
@@ -336,7 +266,7 @@ class EventModel:
             link_free[link] = end
             n_sub += 1
             jobs[i] += 1
-            delivery = _UrgentTimeout(env, end - now, (i, end, self._seq, w, k, deadline, bucket))
+            delivery = UrgentTimeout(env, end - now, (i, end, self._seq, w, k, deadline, bucket))
             delivery.callbacks.append(self._deliver)
         self._remaining[k] = n_sub
         if n_sub == 0:
@@ -411,21 +341,17 @@ class EventModel:
             raise RuntimeError(f"task {k} recorded twice")
         self._finished[k] = True
         self.n_recorded += 1
-        log = self._log
         if self._dropped[k]:
-            log.latency[k] = math.nan
-            log.failed[k] = True
-            log.reward[k] = self._penalty
+            self.record_outcome(k, math.nan, True, self._penalty)
             return
         latency = self._last[k] - self._arrival[k]
         failed = (not self._drop) and latency > self._deadline
-        log.latency[k] = latency
-        log.failed[k] = failed
-        log.reward[k] = self._penalty if failed else -latency
+        self.record_outcome(k, latency, failed, self._penalty if failed else -latency)
 
     # -- learner feedback --------------------------------------------------------------------------
-    def _feedback(self, t: int, backlog: np.ndarray, log: TaskLog, next_backlog: np.ndarray, trace: Trace) -> None:
+    def feedback(self, t: int, backlog: np.ndarray, next_backlog: np.ndarray, trace: Trace) -> SlotFeedback:
         """Slot ``t``'s feedback at the end of the slot: true outcomes where known, estimates otherwise."""
+        log = self.log
         rows = log.slot_rows(t)
         now = (t + 1) * self._dt
         arrival = t * self._dt
@@ -447,6 +373,4 @@ class EventModel:
             latency = np.where(running, guess, latency)
             failed = np.where(running, late, failed)
             reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
-        self.scheduler.on_slot_end(
-            log.slot_feedback(t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward)
-        )
+        return log.slot_feedback(t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward)

@@ -26,8 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .allocation import allocate, finish_times
-from .config import Scenario
+from ..allocation import allocate, finish_times
+from ..config import EnvVariant, Scenario
 
 
 class SlotState(NamedTuple):
@@ -37,42 +37,33 @@ class SlotState(NamedTuple):
 
 
 class SlottedParams(NamedTuple):
-    """Static parameters of the slotted model (Python scalars and flags, arrays for f and r)."""
+    """Parameters of the slotted model: numbers (arrays for f and r) and the accounting ``variant``.
+
+    The failure penalty is a number of its own (the compiled kernel varies it per replica);
+    the equations read it here, never from ``variant``.
+    """
 
     capacities: np.ndarray
     rates: np.ndarray
     slot_length: float
     deadline: float
-    wait_clip_to_deadline: bool
-    local_wait_includes_tau: bool
-    local_upload_in_split: bool
-    tau_counts_local: bool
-    tau_clamp: str
     fail_penalty: float
-    makespan_counts_idle: bool
-    enqueue_failed_work: bool
+    variant: EnvVariant
     local_masks: np.ndarray  # (B, B) bool, row b: the local server of BS b
     remote_masks: np.ndarray  # (B, B) 0/1 floats, row b: the servers remote from BS b
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> "SlottedParams":
-        v = scenario.variant
         eye = np.eye(scenario.n_bs)
         return cls(
-            local_masks=eye > 0,
-            remote_masks=1.0 - eye,
             capacities=np.asarray(scenario.capacities, dtype=float),
             rates=np.asarray(scenario.rates, dtype=float),
             slot_length=scenario.slot_length,
             deadline=scenario.deadline,
-            wait_clip_to_deadline=v.wait_clip_to_deadline,
-            local_wait_includes_tau=v.local_wait_includes_tau,
-            local_upload_in_split=v.local_upload_in_split,
-            tau_counts_local=v.tau_counts_local,
-            tau_clamp=v.tau_clamp,
-            fail_penalty=v.fail_penalty,
-            makespan_counts_idle=v.makespan_counts_idle,
-            enqueue_failed_work=v.enqueue_failed_work,
+            fail_penalty=scenario.variant.fail_penalty,
+            variant=scenario.variant,
+            local_masks=eye > 0,
+            remote_masks=1.0 - eye,
         )
 
 
@@ -95,13 +86,13 @@ def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
     else:
         tau_b, work = state.tau[b], size * density
     wait = (state.backlog + state.assigned) / p.capacities
-    wait = wait + (tau_b if p.local_wait_includes_tau else tau_b * remote)
-    if p.wait_clip_to_deadline:
+    wait = wait + (tau_b if p.variant.local_wait_includes_tau else tau_b * remote)
+    if p.variant.wait_clip_to_deadline:
         wait = xp.minimum(wait, p.deadline)
     compute = work / p.capacities
     upload = size / p.rates
     duration = compute + upload * remote
-    split_duration = compute + upload if p.local_upload_in_split else duration
+    split_duration = compute + upload if p.variant.local_upload_in_split else duration
     return wait, duration, split_duration
 
 
@@ -114,7 +105,7 @@ def makespan(wait, duration, split_duration, subset, fractions, p: SlottedParams
     fractions = xp.where(single, subset, fractions)
     if split_duration is not duration:
         duration = xp.where(single, duration, split_duration)
-    return finish_times(wait, duration, fractions, subset, p.makespan_counts_idle, xp)
+    return finish_times(wait, duration, fractions, subset, p.variant.makespan_counts_idle, xp)
 
 
 def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np):
@@ -129,14 +120,14 @@ def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: 
     failed = span > p.deadline
     # fractions are 0 outside the subset, so only the local share needs masking
     upload = fractions * size / p.rates
-    tau_b = state.tau[b] + (upload if p.tau_counts_local else upload * p.remote_masks[b]).sum()
+    tau_b = state.tau[b] + (upload if p.variant.tau_counts_local else upload * p.remote_masks[b]).sum()
     work = fractions * (size * density)
-    if not p.enqueue_failed_work:
+    if not p.variant.enqueue_failed_work:
         tau_b = xp.where(failed, state.tau[b], tau_b)
         work = xp.where(failed, 0.0, work)
-    if p.tau_clamp == "always":
+    if p.variant.tau_clamp == "always":
         tau_b = xp.minimum(tau_b, p.slot_length)
-    elif p.tau_clamp == "multi":
+    elif p.variant.tau_clamp == "multi":
         tau_b = xp.where(subset.sum() > 1, xp.minimum(tau_b, p.slot_length), tau_b)
     tau = xp.where(p.local_masks[b], tau_b, state.tau)
     reward = xp.where(failed, -p.fail_penalty * p.deadline, -span)
@@ -150,14 +141,14 @@ def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: Slotte
     τ clamp binds; returns None otherwise so the caller falls back to the task loop.
     Running sums are formed left to right exactly as the loop adds them.
     """
-    if not p.enqueue_failed_work:
+    if not p.variant.enqueue_failed_work:
         return None
     work = fractions * (size * density)[:, None]
     assigned = np.cumsum(np.vstack([state.assigned, work]), axis=0)
     upload = fractions * size[:, None] / p.rates
-    upload = (upload if p.tau_counts_local else upload * p.remote_masks[b]).sum(axis=1)
+    upload = (upload if p.variant.tau_counts_local else upload * p.remote_masks[b]).sum(axis=1)
     tau = np.cumsum(np.vstack([state.tau, np.where(p.local_masks[b], upload[:, None], 0.0)]), axis=0)
-    if p.tau_clamp != "none" and np.any(tau > p.slot_length):
+    if p.variant.tau_clamp != "none" and np.any(tau > p.slot_length):
         return None
     before = SlotState(state.backlog, assigned[:-1], tau[:-1])
     wait, duration, split_duration = delay_terms(before, b, size, density, p)
@@ -185,4 +176,4 @@ def evaluate_subsets(wait, duration, split_duration, masks, rule: str, p: Slotte
     fractions = allocate(rule, wait, split_duration, masks, xp)
     if split_duration is not duration:
         split_duration = xp.where(masks.sum(axis=-1, keepdims=True) == 1, duration, split_duration)
-    return fractions, finish_times(wait, split_duration, fractions, masks, p.makespan_counts_idle, xp)
+    return fractions, finish_times(wait, split_duration, fractions, masks, p.variant.makespan_counts_idle, xp)

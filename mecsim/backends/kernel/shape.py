@@ -1,0 +1,176 @@
+"""What a compiled kernel is specialised on, and what a JAX-native policy sees.
+
+* `Spec` — the static shape of a replica group (B, N, slots, allocation rule, the
+  accounting variant, the scan length): one compiled kernel per Spec;
+* `Env` — the per-replica scenario numbers (capacities, rates, slot length, deadline,
+  failure penalty, N) that may differ between vmapped replicas;
+* `JaxPolicy` — a scheduler's JAX-native form; `KernelTask`, `SlotView` and
+  `KernelContext` — what its functions receive.
+
+A policy's ``decide`` is pure:
+
+    decide(params, key, state, task, ctx) -> (subset (B,), fractions (B,)[, aux])
+
+``params`` is a pytree, ``key`` a PRNG key for this task, ``state`` the `SlotState` the
+task sees (``state.backlog`` is the start-of-slot backlog Q(t), the reference
+observation), ``task`` a `KernelTask` (arrival fields, delay terms on every server, and
+the row of ``prepare``'s output if the policy has one), ``ctx`` a `KernelContext`
+(``ctx.evaluate(task)`` for every subset, ``ctx.allocate(task, subset)`` for the scenario's
+rule). The optional ``aux`` (e.g. an action index) is returned per task. ``decide`` (and
+``prepare``) must be module-level functions or hashable objects that compare equal across
+calls, so that compiled kernels are reused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from ...allocation import allocate, subset_masks
+from ...config import EnvVariant, Scenario
+from ...models import slotted
+
+
+# -- what a policy sees ----------------------------------------------------------------------------
+class KernelTask(NamedTuple):
+    """One task slot, as a policy sees it (scalars, and (B,) delay terms)."""
+
+    valid: Any  # False for padding (the decision is discarded)
+    slot: Any  # slot index t
+    pos: Any  # position of the task within its slot (0, 1, ...; reference order)
+    bs: Any  # arrival BS b
+    task: Any  # task slot index n
+    size: Any  # Mbit
+    density: Any  # Gcycles/Mbit
+    wait: Any  # (B,) seconds, as `slotted.delay_terms`
+    duration: Any
+    split_duration: Any
+    prepared: Any = None  # this task's row of the policy's `prepare` output (nested layout)
+
+
+class SlotView(NamedTuple):
+    """The compacted task slots of one slot (arrays of length ``width``), for a policy's ``prepare``."""
+
+    valid: Any
+    bs: Any
+    task: Any
+    size: Any
+    density: Any
+
+
+@dataclass(frozen=True)
+class KernelContext:
+    """Scenario-level helpers for policies, valid inside the compiled kernel."""
+
+    p: slotted.SlottedParams
+    rule: str
+    masks: Any  # (2^B - 1, B) every non-empty subset, enumeration order of `subset_masks`
+    n_bs: int
+    tasks_per_slot: int = 0  # N: task slots per BS and slot (``SlotView.task`` < N)
+
+    def evaluate(self, task: KernelTask, masks=None, rule: str | None = None):
+        """Fractions (K, B) and make-spans (K,) of candidate subsets (default: all), like `Observation.evaluate`."""
+        masks = self.masks if masks is None else masks
+        return slotted.evaluate_subsets(
+            task.wait, task.duration, task.split_duration, masks, rule or self.rule, self.p, jnp
+        )
+
+    def allocate(self, task: KernelTask, subset):
+        """Fractions over ``subset`` under the scenario's rule on the true state (a singleton gets x = 1)."""
+        shares = allocate(self.rule, task.wait, task.split_duration, subset[None, :], jnp)[0]
+        return jnp.where(subset.sum() == 1, subset, shares)
+
+
+@dataclass(frozen=True)
+class JaxPolicy:
+    """A scheduler's JAX-native form.
+
+    ``decide``: per task, see the module docstring. ``params``: its pytree (with a leading
+    replica axis when ``batched_params``). ``prepare``: optional
+    ``prepare(params, key, state, slot: SlotView, ctx) -> pytree (width, ...)`` evaluated once
+    per slot from the start-of-slot state; row j reaches ``decide`` as ``task.prepared``.
+    """
+
+    decide: Callable
+    params: Any = None
+    batched_params: bool = False
+    prepare: Callable | None = None
+
+
+# -- static shape and dynamic scenario arrays ------------------------------------------------------
+class Env(NamedTuple):
+    """The per-replica scenario numbers that may differ between vmapped replicas."""
+
+    capacities: Any
+    rates: Any
+    slot_length: Any
+    deadline: Any
+    fail_penalty: Any
+    tasks_per_slot: Any  # this replica's N (the compiled shape may be larger: padding task slots)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a compiled kernel is specialised on (hashable); ``length`` is the scan length per slot or episode."""
+
+    n_bs: int
+    tasks_per_slot: int
+    decision_slots: int
+    allocation: str
+    variant: EnvVariant  # the accounting flags (`EnvVariant.structural`: the penalty is per replica)
+    length: int = 0
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, length: int = 0) -> "Spec":
+        return cls(
+            scenario.n_bs, scenario.tasks_per_slot, scenario.decision_slots, scenario.allocation,
+            scenario.variant.structural(), int(length),
+        )
+
+    def with_length(self, length: int) -> "Spec":
+        return replace(self, length=int(length))
+
+    @classmethod
+    def of_group(cls, scenarios: Sequence[Scenario]) -> "Spec":
+        """The shape shared by ``scenarios``, with the largest N (smaller ones are padded); raises
+        ValueError when they differ in anything else static."""
+        specs = {cls.from_scenario(sc) for sc in scenarios}
+        n_max = max(s.tasks_per_slot for s in specs)
+        padded = {replace(s, tasks_per_slot=n_max) for s in specs}
+        if len(padded) != 1:
+            raise ValueError("replicas of one kernel call must share B, slots, the allocation rule and the flags")
+        return padded.pop()
+
+
+def env_of(scenario: Scenario) -> Env:
+    p = slotted.SlottedParams.from_scenario(scenario)
+    return Env(
+        p.capacities,
+        p.rates,
+        float(p.slot_length),
+        float(p.deadline),
+        float(p.fail_penalty),
+        float(scenario.tasks_per_slot),
+    )
+
+
+def slotted_params(spec: Spec, env: Env) -> slotted.SlottedParams:
+    """`SlottedParams` with the static variant of ``spec`` and (possibly traced) numbers from ``env``."""
+    eye = np.eye(spec.n_bs)
+    return slotted.SlottedParams(
+        capacities=env.capacities,
+        rates=env.rates,
+        slot_length=env.slot_length,
+        deadline=env.deadline,
+        fail_penalty=env.fail_penalty,
+        variant=spec.variant,
+        local_masks=jnp.asarray(eye > 0),
+        remote_masks=jnp.asarray(1.0 - eye),
+    )
+
+
+def context(spec: Spec, env: Env) -> KernelContext:
+    masks = jnp.asarray(subset_masks(spec.n_bs))
+    return KernelContext(slotted_params(spec, env), spec.allocation, masks, spec.n_bs, spec.tasks_per_slot)

@@ -1,0 +1,230 @@
+"""Online training on the compiled kernel: the simulation, the transitions and the learner's update
+steps of a whole episode in one compiled call, vmapped over replicas (seeds, sweep cells).
+
+The loop is the SimPy path's (spec §3): per slot, the exploring policy decides every task,
+the slot's transitions are stored, the slot counter advances, and when the learner's
+schedule says so every replica takes one update step. The slot and learn counters are
+shared by all replicas (they follow the same schedule), so learning stays a real branch
+rather than a masked one.
+
+A scheduler trains here when it has a ``kernel_learner()`` (a `KernelLearner`): the
+learner's own functions, the same ones its SimPy path calls, so both paths take the same
+steps for the same transitions and keys. The scheduler holds its learner state in
+``state`` (a pytree), its counters in ``slot_step`` and ``learn_step``, and its seed in
+``learner_seed``; `KernelTrainer` starts from them and writes them back. Its random streams (exploration, replay sampling)
+are JAX keys derived from the learner's seed, so a replica's curve does not depend on
+which others run beside it.
+"""
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax import lax
+
+from ...arrivals import episode_trace, stream
+from ...config import Scenario
+from ...jaxconfig import jit, x64
+from ...scheduling import SchedulerError, hook, make_scheduler
+from ...tables import episode_row
+from ...tasklog import TaskLog, episode_metrics
+from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
+from . import scan
+from .scan import initial_carry, policy_key
+from .shape import JaxPolicy, Spec
+from .simulation import Replica, stack_env
+
+
+class KernelLearner(Protocol):
+    """A learner as the kernel's training loop drives it (hashable; every method pure JAX).
+
+    ``state`` is one replica's learner state (a pytree); the loop vmaps over replicas.
+    """
+
+    def policy(self) -> Any:
+        """The exploring policy: an object with ``prepare`` and ``decide`` (see `JaxPolicy`)."""
+
+    def policy_params(self, state, learn_step) -> tuple[Any, Any]:
+        """The policy's params for this state, and their vmap axes (0 per replica, None shared)."""
+
+    def observe(self, state, out, slot_tasks, backlog, next_backlog, grid, next_first, t, n_tasks):
+        """``state`` with slot ``t``'s transitions stored (``out``: the kernel's per-task outputs)."""
+
+    def due(self, slot_step):
+        """Whether the learner updates after this many slots."""
+
+    def update(self, state, learn_step):
+        """``state`` after one update step."""
+
+
+def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, state, counters):
+    """One training episode of every replica: scan over slots; per slot the vmapped simulation, the
+    transitions, and (on the shared schedule) one update. Returns (outputs (R, T, W), sim carry, state,
+    counters)."""
+    slot_step, learn_step = counters
+    policy = learner.policy()
+    jp = JaxPolicy(policy.decide, None, True, policy.prepare)
+    n_rep = keys.shape[0]
+    carry0 = jax.vmap(lambda _: initial_carry(spec.n_bs))(jnp.arange(n_rep))
+    tasks_tm = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tasks)  # (T, R, W)
+
+    def body(carry, xs):
+        sim, state, slot_step, learn_step = carry
+        slot_tasks, t = xs
+        params, axes = learner.policy_params(state, learn_step)
+
+        def one(env_r, params_r, key_r, carry_r, tasks_r):
+            return scan.slot_step(spec, jp, env_r, params_r, key_r, carry_r, tasks_r, t)
+
+        new_sim, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0))(env, params, keys, sim, slot_tasks)
+        grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
+        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[..., 0]  # (R, B)
+        state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
+            state, out, slot_tasks, sim[0].backlog, new_sim[0].backlog, grid_t, next_first, t, env.tasks_per_slot
+        )
+        slot_step = slot_step + 1
+        due = learner.due(slot_step)
+        state = lax.cond(due, jax.vmap(lambda s: learner.update(s, learn_step)), lambda s: s, state)
+        learn_step = learn_step + due.astype(learn_step.dtype)
+        return (new_sim, state, slot_step, learn_step), out
+
+    init = (carry0, state, slot_step, learn_step)
+    (sim, state, slot_step, learn_step), out = lax.scan(body, init, (tasks_tm, jnp.arange(spec.decision_slots)))
+    out = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)  # (R, T, W, ...)
+    return out, sim, state, (slot_step, learn_step)
+
+
+@lru_cache(maxsize=16)
+def compiled_train_episode(spec: Spec, learner: KernelLearner):
+    """Jitted training episode returning only what the metrics need: (make-span, failed, reward), served work."""
+
+    def fn(env, keys, tasks, grid, state, counters):
+        out, sim, state, counters = train_episode(spec, learner, env, keys, tasks, grid, state, counters)
+        return (out.span, out.failed, out.reward), sim[1], state, counters
+
+    return jit(fn, donate_argnums=(4,))
+
+
+def _outcomes(scenario: Scenario, episode: int, latency, failed, reward) -> TaskLog:
+    """A TaskLog holding only the columns `episode_metrics` reads (cheaper than a full log per seed and episode)."""
+    log = TaskLog.__new__(TaskLog)
+    log.episode, log.deadline = episode, scenario.deadline
+    log.slot = np.zeros(latency.shape[0], np.int64)  # only its length is used
+    log.latency, log.failed, log.reward = latency, failed, reward
+    log.decided = np.ones(latency.shape[0], bool)
+    return log
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+class KernelTrainer:
+    """Online training of one scheduler per replica, all replicas in one compiled call per episode.
+
+    A replica is a scenario with its seed: ``KernelTrainer(scenario, name, seeds)`` trains one
+    replica per seed; ``KernelTrainer([scenario, ...], name)`` trains the given scenarios side
+    by side (a sweep's cells: they must share the kernel's static shape, see `Spec`). Each
+    replica's scheduler is built exactly as `mecsim.training.train` builds it (same initial
+    learner state). After `run`, `write_back` puts the learned state and counters into those
+    schedulers (ready for ``train(False)``, evaluation, ``save``).
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | Sequence[Scenario],
+        scheduler_name: str,
+        seeds: Sequence[int] | None = None,
+        options: dict | None = None,
+    ):
+        if isinstance(scenario, Scenario):
+            self.scenarios = [scenario.replace(seed=s) for s in (seeds if seeds is not None else [scenario.seed])]
+        elif seeds is not None:
+            raise ValueError("seeds: give either one scenario and its seeds, or a list of scenarios (with their seeds)")
+        else:
+            self.scenarios = list(scenario)
+        if not self.scenarios:
+            raise ValueError("KernelTrainer needs at least one replica")
+        self.scenario = self.scenarios[0]
+        if any(s.model != "slotted" for s in self.scenarios):
+            raise SchedulerError("kernel training runs the slotted model only")
+        try:
+            self.spec = Spec.of_group(self.scenarios)  # N: the largest; smaller ones are padded
+        except ValueError:
+            raise SchedulerError(
+                "kernel training: the replicas must share B, slots, the allocation rule and the accounting flags"
+            ) from None
+        self.name = scheduler_name
+        self.schedulers = [
+            make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **dict(options or {}))
+            for sc in self.scenarios
+        ]
+        first = self.schedulers[0]
+        make_learner = hook(first, "kernel_learner")
+        self.learner = make_learner() if make_learner is not None else None
+        if self.learner is None:
+            raise SchedulerError(f"scheduler {scheduler_name!r} cannot train on the kernel (no kernel learner)")
+        # exploration keys follow each learner's seed (the scenario's unless the scheduler says otherwise)
+        self.learner_seeds = [getattr(s, "learner_seed", s.scenario.seed) for s in self.schedulers]
+        self.state = _stack([s.state for s in self.schedulers])
+        self.counters = (np.int64(first.slot_step), np.int64(first.learn_step))
+        self.episodes_done = 0
+        self.wall_time = 0.0
+
+    def run(self, episodes: int, first_episode: int = 0, timing: bool = True) -> list[pd.DataFrame]:
+        """Train ``episodes`` online episodes; returns one per-episode table per replica (phase ``online``).
+
+        Episode e+1 is dispatched before episode e's metrics are computed, so host and kernel overlap.
+        """
+        sc = self.scenario
+        started = self._last = time.perf_counter()
+        env = stack_env([Replica(s, 0) for s in self.scenarios])
+        base = self.spec
+        rows: list[list[dict]] = [[] for _ in self.scenarios]
+        pending = None
+        with x64():
+            state, counters = jax.device_put((self.state, self.counters))
+            for e in range(first_episode, first_episode + episodes):
+                trs = [pad_trace(episode_trace(s, s.seed, e), base.tasks_per_slot) for s in self.scenarios]
+                needed = max(max(int(slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
+                expected = max(expected_length(s, "nested") for s in self.scenarios)
+                spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
+                fn = compiled_train_episode(spec, self.learner)
+                tasks = compact_nested(trs, sc.decision_slots, spec.length)
+                grid = np.stack([np.asarray(tr.sizes) for tr in trs])  # (R, slots, B, N)
+                keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
+                out, served, state, counters = fn(env, keys, tasks, grid, state, counters)
+                if pending is not None:
+                    self._record(rows, *pending, timing)
+                pending = (e, tasks, out, served)
+            if pending is not None:
+                self._record(rows, *pending, timing)
+            self.state, self.counters = jax.device_get((state, counters))
+        self.wall_time += time.perf_counter() - started
+        self.episodes_done += episodes
+        return [pd.DataFrame(r) for r in rows]
+
+    def _record(self, rows, episode, tasks, out, served, timing):
+        (span, failed, reward), served = jax.device_get((out, served))
+        now = time.perf_counter()
+        wall = (now - self._last) / len(self.scenarios) if timing else None  # this episode's share per replica
+        self._last = now
+        for i, sc in enumerate(self.scenarios):
+            valid = tasks.valid[i]
+            log = _outcomes(sc, episode, span[i][valid], failed[i][valid], reward[i][valid])
+            horizon = sc.decision_slots * sc.slot_length
+            metrics = episode_metrics(log, served[i], np.asarray(sc.capacities, float) * 1.0, horizon)
+            rows[i].append(episode_row(sc, self.name, episode, "online", metrics, wall))
+
+    def write_back(self) -> list:
+        """Put the learned state and counters into the per-replica schedulers and return them."""
+        slot_step, learn_step = (int(c) for c in self.counters)
+        for i, sched in enumerate(self.schedulers):
+            sched.state = jax.tree.map(lambda a: jnp.asarray(a[i]), self.state)
+            sched.slot_step, sched.learn_step = slot_step, learn_step
+        return self.schedulers

@@ -1,0 +1,69 @@
+"""Replay ring buffers, one per agent, as a pytree with pure functions to fill and sample it.
+
+The same functions run on the SimPy path (one replica, jitted) and inside the compiled
+kernel (vmapped over replicas, inside ``lax.scan``).
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Replay(NamedTuple):
+    """Every agent's ring buffer: rows (agents, size, ...) and the transitions stored so far per agent."""
+
+    states: Any  # (B, M, F) float32
+    actions: Any  # (B, M, k) int32: k action indices per transition (k = 1 but for a top-k head)
+    rewards: Any  # (B, M) float32
+    next_states: Any  # (B, M, F) float32
+    count: Any  # (B,) int64
+
+
+def empty(n_agents: int, size: int, n_features: int, width: int) -> Replay:
+    return Replay(
+        states=np.zeros((n_agents, size, n_features), np.float32),
+        actions=np.zeros((n_agents, size, width), np.int32),
+        rewards=np.zeros((n_agents, size), np.float32),
+        next_states=np.zeros((n_agents, size, n_features), np.float32),
+        count=np.zeros(n_agents, np.int64),
+    )
+
+
+def add(replay: Replay, agents, valid, states, actions, rewards, next_states) -> Replay:
+    """Append rows to their agents' buffers (the oldest rows are overwritten when full).
+
+    ``agents`` (n,): each row's agent; rows must be grouped by agent in ascending order with the
+    valid rows first (the slots' decision order). Invalid rows are dropped.
+    """
+    size = replay.rewards.shape[-1]
+    n_agents = replay.count.shape[0]
+    per_agent = (jax.nn.one_hot(agents, n_agents, dtype=jnp.int32) * valid[:, None]).sum(axis=0)  # (B,)
+    starts = jnp.cumsum(per_agent) - per_agent
+    rank = jnp.arange(agents.shape[0]) - starts[agents]
+    idx = jnp.where(valid, (replay.count[agents] + rank) % size, size)  # out of range: dropped
+    f32 = jnp.float32
+    return Replay(
+        states=replay.states.at[agents, idx].set(states, mode="drop"),
+        actions=replay.actions.at[agents, idx].set(actions, mode="drop"),
+        rewards=replay.rewards.at[agents, idx].set(rewards.astype(f32), mode="drop"),
+        next_states=replay.next_states.at[agents, idx].set(next_states, mode="drop"),
+        count=replay.count + per_agent,
+    )
+
+
+def sample(replay: Replay, key, batch: int):
+    """A minibatch per agent, drawn uniformly with replacement from its filled rows.
+
+    Returns (states, actions, rewards, next_states) with a leading agent axis, and which agents
+    have data (an agent without data gets rows of zeros and must not be updated).
+    """
+    size = replay.rewards.shape[-1]
+    filled = jnp.minimum(replay.count, size)  # (B,)
+    idx = jax.random.randint(key, (filled.shape[0], batch), 0, jnp.maximum(filled, 1)[:, None])
+    rows = jnp.arange(filled.shape[0])[:, None]
+    batch_rows = (replay.states[rows, idx], replay.actions[rows, idx], replay.rewards[rows, idx],
+                  replay.next_states[rows, idx])
+    return batch_rows, filled > 0

@@ -1,0 +1,68 @@
+"""The slotted delay model as a SimPy process: the reference's accounting, slot by slot.
+
+All tasks of slot t arrive at t·Δ and are decided in order BS 0..B-1, task index 0..N-1
+(spec §1.3); the accounting is the pure functions of `mecsim.models.slotted`, and the
+queues drain as a fluid at the end of every slot (spec §1.5).
+"""
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from ..scheduling import Decision
+from ..tasklog import TaskLog
+from . import slotted
+from .base import DelayModel, Terms
+
+
+class SlottedModel(DelayModel):
+    def start(self, env: simpy.Environment, log: TaskLog) -> None:
+        super().start(env, log)
+        self.state = slotted.initial_state(self.n)
+        self._served = np.zeros(self.n)
+        self._remote = 1.0 - np.eye(self.n)  # row b: 1 for the servers remote from BS b
+
+    @property
+    def served(self) -> np.ndarray:
+        return self._served
+
+    def backlog_at(self, now: float) -> np.ndarray:
+        return self.state.backlog  # Q(t): unchanged during the slot
+
+    def close_slot(self, t: int) -> None:
+        self.state, served = slotted.end_slot(self.state, self.params)
+        self._served += served
+
+    def terms(self, now: float, k: int) -> Terms:
+        log, state = self.log, self.state
+        b = int(log.bs[k])
+        wait, duration, split_duration = slotted.delay_terms(
+            state, b, float(log.size[k]), float(log.density[k]), self.params
+        )
+        return Terms(wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b])
+
+    def commit(self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms) -> None:
+        log, p = self.log, self.params
+        b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
+        span = slotted.makespan(terms.wait, terms.duration, terms.split_duration, subset, fractions, p)
+        self.state, span, failed, reward = slotted.commit_task(self.state, b, size, density, subset, fractions, span, p)
+        self.record_outcome(k, span, failed, reward)
+
+    def commit_slot(self, now: float, t: int, rows: slice, decision: Decision) -> None:
+        log = self.log
+        if decision.fractions is not None:
+            result = slotted.apply_slot(
+                self.state, log.bs[rows], log.size[rows], log.density[rows], decision.subset, decision.fractions,
+                self.params,
+            )
+            if result is not None:
+                self.state, span, failed, reward = result
+                self.record_outcome(rows, span, failed, reward)
+                return
+        # allocation on the true state, or a binding τ clamp: execute task by task
+        for j, k in enumerate(range(rows.start, rows.stop)):
+            terms = self.terms(now, k)
+            subset = decision.subset[j]
+            fractions = self.allocate(terms, subset) if decision.fractions is None else decision.fractions[j]
+            self.record_decision(k, subset, fractions)
+            self.commit(now, t, k, subset, fractions, terms)

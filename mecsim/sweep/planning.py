@@ -1,0 +1,175 @@
+"""Planning a sweep: which cells can run here, how they are batched, what they will cost.
+
+Cells on the compiled kernel that differ only in seed, capacities, deadline, arrival
+probability, tasks per BS or the other per-replica numbers share compiled calls
+(`mecsim.training.train_many`, `mecsim.runner.run_many`). A batch holds cells of similar
+scan length (padding to the busiest replica is wasted work), and few enough for the
+workers to share the load. The batches depend only on the experiment's cells, so a
+resumed sweep recomputes them bit for bit.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from ..config import Scenario
+from ..scheduling import SchedulerError, resolve_scheduler
+from .cells import Cell, Experiment
+from .schema import SweepError
+
+BATCH_CELLS = 24
+BATCH_SPREAD = 1.15  # largest / smallest expected scan length within one batch
+
+
+def on_kernel(cell: Cell) -> bool:
+    """Whether the cell may run on the compiled kernel (its engine allows it and the model is slotted)."""
+    return cell.engine != "python" and cell.scenario.model == "slotted"
+
+
+def cost(cell: Cell) -> float:
+    """Rough cost in seconds (tasks x episodes x a per-task time), used to start long cells first.
+
+    Per-task times measured on one core: the compiled kernel ~2-3 µs per task, the Python
+    paths 15-100 µs; greedy optimal's work grows with the 2^B - 1 subsets it evaluates.
+    """
+    s = cell.scenario
+    if on_kernel(cell):
+        per_task = 3e-6 if cell.learner else 1.5e-6
+    else:
+        per_task = 60e-6 if cell.learner else (15e-6 if cell.scheduler == "local" else 40e-6)
+    if cell.scheduler == "optimal":
+        per_task *= 2**s.n_bs / 32
+    episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
+    return max(expected_tasks(s), 1.0) * episodes * per_task
+
+
+def missing_requirements(cell: Cell) -> list[str]:
+    """Why this process could not run the cell ([] when it can)."""
+    try:
+        resolve_scheduler(cell.scheduler)
+    except SchedulerError as err:
+        return [str(err)]
+    except ImportError as err:
+        return [f"scheduler {cell.scheduler!r} cannot be imported: {err}"]
+    return []
+
+
+def plan(experiment: Experiment, echo: Callable[[str], None] = print) -> list[Cell]:
+    """The experiment's cells, leaving out optional methods/blocks whose schedulers are missing.
+
+    Raises `SweepError` naming the missing scheduler when a required cell cannot run.
+    """
+    skip_methods: set[str] = set()
+    skip_blocks: set[int] = set()
+    cells = experiment.cells()
+    checked: dict[str, list[str]] = {}
+    required_problems: dict[str, set[str]] = {}
+    for cell in cells:
+        if cell.scheduler not in checked:
+            checked[cell.scheduler] = missing_requirements(cell)
+        problems = checked[cell.scheduler]
+        if not problems:
+            continue
+        method = experiment.methods[cell.method]
+        if method.optional:
+            skip_methods.add(cell.method)
+        elif all(experiment.blocks[i].optional for i in cell.blocks):
+            skip_blocks.update(cell.blocks)
+        else:
+            required_problems.setdefault("; ".join(problems), set()).add(f"{cell.method} [{cell.scenario.model}]")
+    if required_problems:
+        lines = [f"{why} (needed by {', '.join(sorted(who))})" for why, who in required_problems.items()]
+        raise SweepError(f"experiment {experiment.name!r} cannot run here:\n  " + "\n  ".join(lines))
+    if skip_methods or skip_blocks:
+        what = [f"method {m}" for m in sorted(skip_methods)]
+        what += [f"sweep block #{i + 1} ({experiment.blocks[i].name})" for i in sorted(skip_blocks)]
+        echo(f"leaving out optional {', '.join(what)}: not available in this installation")
+        cells = experiment.cells(skip_methods, skip_blocks)
+    return cells
+
+
+# -- batches -------------------------------------------------------------------------------------
+def scan_length(cell: Cell) -> float:
+    """The kernel's expected scan length for the cell: tasks per slot for learners (their kernel
+    steps slot by slot, padded to the busiest slot), tasks per episode otherwise."""
+    from ..backends.kernel.layout import expected_length
+
+    return expected_length(cell.scenario, "nested" if cell.learner else "flat")
+
+
+def batch_key(cell: Cell) -> tuple | None:
+    """Cells with equal keys may share kernel calls (`plan_batches`); None: the cell runs alone."""
+    if not on_kernel(cell):
+        return None
+    from ..backends.kernel.shape import Spec  # the kernel's static shape; N may differ (padded to the largest)
+
+    options = json.dumps(cell.options, sort_keys=True, default=str)
+    eval_episodes = cell.eval_episodes if cell.learner else 0
+    return (cell.method, cell.scheduler, cell.learner, cell.episodes, eval_episodes, options, cell.engine, cell.timing,
+            replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0))
+
+
+def plan_batches(cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float = BATCH_SPREAD) -> list[list[Cell]]:
+    """Group ``cells`` into batches, each run as one task on one worker.
+
+    The grouping depends only on the cells given (not on which are finished), so a resumed
+    sweep runs the same batches and computes bit-identical rows; a cell run in another batch (or
+    alone) gives the same rows up to the last bit of rounding.
+    """
+    batches: list[list[Cell]] = []
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        key = batch_key(cell)
+        if key is None:
+            batches.append([cell])
+        else:
+            groups.setdefault(key, []).append(cell)
+    for members in groups.values():
+        members.sort(key=lambda c: (scan_length(c), c.cell_id))
+        current: list[Cell] = []
+        for cell in members:
+            if current and (len(current) >= max_cells or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)):
+                batches.append(current)
+                current = []
+            current.append(cell)
+        batches.append(current)
+    return batches
+
+
+# -- projected cost ------------------------------------------------------------------------------
+def expected_tasks(scenario: Scenario) -> float:
+    """Expected tasks per episode (decision slots × BSs × task slots × arrival probability)."""
+    return scenario.decision_slots * scenario.n_bs * scenario.tasks_per_slot * scenario.arrival_prob
+
+
+def calibration(results_dir: str | Path) -> pd.DataFrame:
+    """Measured seconds per (episode × expected task), per method, model and engine, from every timings.csv."""
+    frames = [pd.read_csv(p) for p in Path(results_dir).glob("*/timings.csv")]
+    if not frames:
+        return pd.DataFrame(columns=["method", "model", "engine", "s_per_task_episode", "cells"])
+    t = pd.concat(frames, ignore_index=True)
+    t = t[t["expected_tasks_per_episode"] > 0]
+    t["rate"] = t["wall_s"] / (t["episodes"] * t["expected_tasks_per_episode"])
+    return (
+        t.groupby(["method", "model", "engine"])["rate"]
+        .agg(s_per_task_episode="median", cells="size")
+        .reset_index()
+    )
+
+
+def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]:
+    """Projected CPU seconds of ``cells`` (cost ∝ episodes × expected tasks), and the cells with no measurement."""
+    table = {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+    total, unknown = 0.0, []
+    for cell in cells:
+        rate = table.get((cell.method, cell.scenario.model, cell.engine))
+        if rate is None:
+            unknown.append(cell)
+            continue
+        episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
+        total += rate * episodes * expected_tasks(cell.scenario)
+    return total, unknown

@@ -1,0 +1,119 @@
+"""The worker side of a sweep: compute a batch of cells and return their tables (workers write nothing).
+
+Workers return tables to the client, which does all the writing, so a remote cluster
+needs no shared file system.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..config import Scenario
+
+EVENT_TOPIC = "mecsim-sweep"
+
+# Worker processes: one thread each for BLAS and XLA, so that N workers use N cores.
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+# Identity columns written in front of the runner's columns in every part.
+LABEL_COLUMNS = ("experiment", "sweep", "swept_value", "sweeps")
+
+
+def limit_threads() -> None:
+    """One BLAS/XLA thread per worker (effective only before numpy's BLAS / jax initialise)."""
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _log_event(run_id: str, cell_id: str, event: str, **extra: Any) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(EVENT_TOPIC, {"run": run_id, "cell": cell_id, "event": event,
+                                             "where": f"{socket.gethostname()}:{os.getpid()}", **extra})
+    except (ImportError, ValueError):
+        pass  # not on a Dask worker
+
+
+def compute_cell(payload: dict[str, Any]) -> pd.DataFrame:
+    """Run one cell: heuristic with `mecsim.runner.run`, learner with `mecsim.training.train`; its rows."""
+    limit_threads()
+    scenario = Scenario(**payload["scenario"])
+    common = dict(progress=False, timing=payload["timing"], engine=payload["engine"])
+    if payload["learner"]:
+        from ..training import train
+
+        frame = train(scenario, payload["scheduler"], payload["episodes"], eval_episodes=payload["eval_episodes"],
+                      options=payload["options"], **common).episodes
+    else:
+        from ..runner import run
+
+        frame, _ = run(scenario, payload["scheduler"], payload["episodes"], scheduler_options=payload["options"],
+                       **common)
+    return decorate(frame, payload)
+
+
+def compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
+    """Run cells that `planning.plan_batches` put together: on the kernel in shared compiled calls
+    (`mecsim.training.train_many`, `mecsim.runner.run_many`); each cell's rows equal its own run's up
+    to the last bit of rounding."""
+    limit_threads()
+    if len(payloads) == 1:
+        return [compute_cell(payloads[0])]
+    first = payloads[0]
+    scenarios = [Scenario(**p["scenario"]) for p in payloads]
+    if first["learner"]:
+        from ..training import train_many
+
+        results = train_many(scenarios, first["scheduler"], first["episodes"], eval_episodes=first["eval_episodes"],
+                             options=first["options"], timing=first["timing"], engine=first["engine"])
+        frames = [r.episodes for r in results]
+    else:
+        from ..runner import run_many
+
+        frames = run_many(scenarios, first["scheduler"], first["episodes"], scheduler_options=first["options"],
+                          timing=first["timing"], engine=first["engine"])
+    return [decorate(frame, p) for frame, p in zip(frames, payloads)]
+
+
+def each(cell_fn: Callable[[dict[str, Any]], pd.DataFrame], payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
+    """A batch function that runs every cell alone through ``cell_fn``."""
+    return [cell_fn(p) for p in payloads]
+
+
+def attempt(batch_fn: Callable[[list[dict[str, Any]]], list[pd.DataFrame]], payloads: list[dict[str, Any]], run_id: str):
+    """One attempt at a batch of cells on a worker: logs start/error events (for the retry report), times it."""
+    limit_threads()
+    for payload in payloads:
+        _log_event(run_id, payload["cell_id"], "start")
+    started = time.perf_counter()
+    try:
+        frames = batch_fn(payloads)
+    except BaseException as err:
+        for payload in payloads:
+            _log_event(run_id, payload["cell_id"], "error", error=f"{type(err).__name__}: {err}")
+        raise
+    info = {"wall_s": time.perf_counter() - started, "where": f"{socket.gethostname()}:{os.getpid()}"}
+    return frames, info
+
+
+def decorate(frame: pd.DataFrame, payload: dict[str, Any]) -> pd.DataFrame:
+    """The cell's identity columns in front of the runner's table."""
+    frame = frame.copy()
+    frame["scheduler_options"] = json.dumps(payload["options"], sort_keys=True, default=str)
+    frame.insert(0, "episodes_planned", payload["episodes"])
+    frame.insert(0, "engine", payload["engine"])
+    frame.insert(0, "method_kind", "learner" if payload["learner"] else "heuristic")
+    frame.insert(0, "method", payload["method"])
+    frame.insert(0, "cell_id", payload["cell_id"])
+    return frame
