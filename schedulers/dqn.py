@@ -39,7 +39,15 @@ _act = jit(DQN.act, static_argnums=(0, 6, 7))
 _act_rows = jit(DQN.act_rows, static_argnums=(0, 6))
 _store_slot = jit(DQN.store_slot, static_argnums=(0,))
 _store_rows = jit(DQN.store_rows, static_argnums=(0,))
-_learn = jit(DQN.learn, static_argnums=(0,))
+# Learning goes through the same replica-vmapped form as the kernel's loop (here one replica), so that
+# XLA batches the update exactly as it does there and both paths take bit-identical steps.
+def _learn_one_replica(dqn: DQN, state: DQNState, learn_step) -> DQNState:
+    """`DQN.learn` vmapped over a replica axis of one, as the kernel's training loop calls it."""
+    batched = jax.tree.map(lambda a: a[None], state)
+    return jax.tree.map(lambda a: a[0], jax.vmap(lambda s: dqn.learn(s, learn_step))(batched))
+
+
+_learn = jit(_learn_one_replica, static_argnums=(0,))
 
 
 def _bucket(n: int) -> int:

@@ -19,7 +19,7 @@ def use_reruns(monkeypatch):
     each curve a list of per-episode make-spans."""
     import pandas as pd
 
-    from mecsim import plotting
+    from mecsim.report import data
 
     def use(curves: dict[int, list[float]]) -> None:
         frame = pd.DataFrame([
@@ -27,6 +27,6 @@ def use_reruns(monkeypatch):
              "failure_rate": 0.0}
             for run, curve in curves.items() for e, m in enumerate(curve)
         ])
-        monkeypatch.setattr(plotting, "reference_reruns", lambda: frame)
+        monkeypatch.setattr(data, "reference_reruns", lambda: frame)
 
     return use

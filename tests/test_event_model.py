@@ -8,7 +8,7 @@ import simpy
 from mecsim.arrivals import Trace, episode_trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
-from mecsim.event_model import EventModel
+from mecsim.models.event_model import EventModel
 from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
 from mecsim.tasklog import TaskLog
 

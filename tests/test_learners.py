@@ -15,9 +15,12 @@ from mecsim.arrivals import stream
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.runner import run_episodes
+from mecsim.jaxconfig import x64
+from mecsim.learning import replay
+from mecsim.learning.dqn import DQN, DQNConfig, DQNState, td_loss
+from mecsim.learning.heads import AllSubsets
 from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation, make_scheduler
 from mecsim.training import train
-from schedulers.dqn import AgentStack, DQNConfig, greedy_probability, td_loss
 
 TINY = Scenario(
     n_bs=3,
@@ -54,14 +57,15 @@ SPEC_31 = (
 @pytest.mark.parametrize("n_bs", [3, 4, 5, 6])
 def test_amcoedge_actions_are_all_subsets_by_size_then_lexicographic(n_bs):
     sched = make_scheduler("amcoedge", scenario_for(n_bs))
-    n_actions = sched.n_actions()
+    n_actions = sched.head.n_actions
     assert n_actions == 2**n_bs - 1
-    masks = sched.subsets(np.arange(n_actions)[:, None], np.zeros(n_actions, int))
+    with x64():
+        masks = np.asarray(sched.head.subsets(np.arange(n_actions)[:, None], np.zeros(n_actions, int)))
     members = [tuple(np.flatnonzero(row)) for row in masks]
     expected = [c for k in range(1, n_bs + 1) for c in itertools.combinations(range(n_bs), k)]
     assert members == expected
     assert np.array_equal(masks, subset_masks(n_bs))
-    assert sched.agents.params["Dense_3"]["kernel"].shape == (n_bs, 20, n_actions)  # one net per BS
+    assert sched.state.params["Dense_3"]["kernel"].shape == (n_bs, 20, n_actions)  # one net per BS
     if n_bs == 5:
         assert members == SPEC_31
 
@@ -69,14 +73,18 @@ def test_amcoedge_actions_are_all_subsets_by_size_then_lexicographic(n_bs):
 def test_drlcoedge_and_smcoedge_action_spaces():
     drl = make_scheduler("drlcoedge", scenario_for(5))
     bs = np.array([2, 2, 0])
-    assert drl.subsets(np.array([[2], [4], [3]]), bs).tolist() == [[0, 0, 1, 0, 0], [0, 0, 1, 0, 1], [1, 0, 0, 1, 0]]
-    sm = make_scheduler("smcoedge", scenario_for(5))
-    rows = sm.subsets(np.arange(10)[:, None], np.zeros(10, int))
+    with x64():
+        pairs = np.asarray(drl.head.subsets(np.array([[2], [4], [3]]), bs))
+        sm = make_scheduler("smcoedge", scenario_for(5))
+        rows = np.asarray(sm.head.subsets(np.arange(10)[:, None], np.zeros(10, int)))
+        topk = make_scheduler("smcoedge-topk", scenario_for(5), k=2)
+        q = np.array([[0.1, 0.9, 0.5, 0.7, 0.2]])
+        greedy = np.asarray(topk.head.greedy(q))
+        rand = np.asarray(topk.head.random(jax.random.PRNGKey(0), 200))
+        picked = np.asarray(topk.head.subsets(greedy, np.zeros(1, int)))
+    assert pairs.tolist() == [[0, 0, 1, 0, 0], [0, 0, 1, 0, 1], [1, 0, 0, 1, 0]]
     assert [tuple(np.flatnonzero(r)) for r in rows] == list(itertools.combinations(range(5), 3))
-    topk = make_scheduler("smcoedge-topk", scenario_for(5), k=2)
-    q = np.array([[0.1, 0.9, 0.5, 0.7, 0.2]])
-    assert topk.greedy(q, np.zeros(1, int)).tolist() == [[1, 3]]  # descending Q
-    rand = topk.random_actions(200, np.zeros(200, int))
+    assert greedy.tolist() == [[1, 3]] and picked.tolist() == [[0, 1, 0, 1, 0]]  # descending Q
     assert rand.shape == (200, 2) and np.all(rand[:, 0] != rand[:, 1])
     with pytest.raises(SchedulerError, match="k = 6"):
         make_scheduler("smcoedge", scenario_for(5), k=6)
@@ -85,17 +93,23 @@ def test_drlcoedge_and_smcoedge_action_spaces():
 def test_options_are_parsed_and_checked():
     sched = make_scheduler("drlcoedge", scenario_for(4), hidden=[8, 8, 8], lr="0.01", memory_size=64.0)
     assert sched.config.hidden == (8, 8, 8) and sched.config.lr == 0.01 and sched.config.memory_size == 64
-    assert sched.agents.params["Dense_3"]["kernel"].shape == (4, 8, 4)
+    assert sched.state.params["Dense_3"]["kernel"].shape == (4, 8, 4)
     with pytest.raises(SchedulerError, match="unknown options"):
         make_scheduler("amcoedge", scenario_for(3), epsilon=0.5)
-    with pytest.raises(SchedulerError, match="observation"):
+    with pytest.raises(SchedulerError, match="observation = 'pixels'"):
         make_scheduler("amcoedge", scenario_for(3), observation="pixels")
+    with pytest.raises(SchedulerError, match="option lr = 'fast'"):
+        make_scheduler("amcoedge", scenario_for(3), lr="fast")
+    with pytest.raises(SchedulerError, match="hidden"):
+        make_scheduler("amcoedge", scenario_for(3), hidden=[8, 0])
+    with pytest.raises(SchedulerError, match="memory_size = 0"):
+        make_scheduler("amcoedge", scenario_for(3), memory_size=0)
 
 
 def test_reference_initialisers():
-    stack = AgentStack(DQNConfig(hidden=(64,), init_std=0.3), 2, 6, 31, 1, seed=0)
-    kernel = np.asarray(stack.params["Dense_0"]["kernel"])
-    assert np.all(np.asarray(stack.params["Dense_0"]["bias"]) == pytest.approx(0.1))
+    state = DQN(DQNConfig(hidden=(64,), init_std=0.3), AllSubsets(2)).init(0)
+    kernel = np.asarray(state.params["Dense_0"]["kernel"])
+    assert np.all(np.asarray(state.params["Dense_0"]["bias"]) == pytest.approx(0.1))
     assert abs(kernel.std() - 0.3) < 0.03 and abs(kernel.mean()) < 0.03
     assert not np.array_equal(kernel[0], kernel[1])  # independent agents
 
@@ -133,58 +147,87 @@ def test_topk_td_target_uses_sorted_next_values():
     assert float(loss) == pytest.approx(expected)
 
 
-def filled_stack(replace_target_iter: int) -> AgentStack:
-    stack = AgentStack(DQNConfig(hidden=(8,), replace_target_iter=replace_target_iter), 2, 4, 3, 1, seed=0)
-    rng = np.random.default_rng(0)
-    for agent in range(2):
-        stack.buffer.add(agent, rng.random((40, 4)), rng.integers(3, size=(40, 1)), -rng.random(40), rng.random((40, 4)))
-    return stack
+def filled_state(dqn: DQN, rows: int = 40, seed: int = 0) -> DQNState:
+    """A learner state whose agents' buffers hold ``rows`` random transitions each."""
+    rng = np.random.default_rng(seed)
+    state = dqn.init(0)
+    n, f = dqn.n_agents, dqn.n_features
+    agents = np.repeat(np.arange(n), rows).astype(np.int32)
+    with x64():
+        return jax.jit(DQN.store_rows, static_argnums=0)(
+            dqn, state, agents, np.ones(n * rows, bool), rng.random((n * rows, f)),
+            rng.integers(dqn.n_actions, size=(n * rows, 1)).astype(np.int32), -rng.random(n * rows), rng.random((n * rows, f)),
+        )
 
 
 def leaves_equal(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+LEARN = jax.jit(DQN.learn, static_argnums=0)
+
+
 def test_target_copied_before_update_every_replace_iter_learns():
-    stack = filled_stack(replace_target_iter=3)
+    dqn = DQN(DQNConfig(hidden=(8,), replace_target_iter=3), AllSubsets(2))
+    state = filled_state(dqn)
     copies = []
-    for step in range(8):
-        before_params, before_target = stack.params, stack.target
-        stack.learn()
-        copied = leaves_equal(stack.target, before_params)
-        assert copied or leaves_equal(stack.target, before_target)
-        if copied:
-            copies.append(step)
-        assert not leaves_equal(stack.params, before_params)  # every learn updates
+    with x64():
+        for step in range(8):
+            before = state
+            state = LEARN(dqn, state, np.int64(step))
+            copied = leaves_equal(state.target, before.params)
+            assert copied or leaves_equal(state.target, before.target)
+            if copied:
+                copies.append(step)
+            assert not leaves_equal(state.params, before.params)  # every learn updates
+        assert float(dqn.greedy_prob(np.int64(8))) == pytest.approx(0.008)
     assert copies == [0, 3, 6]
-    assert stack.learn_step == 8 and stack.greedy_prob == pytest.approx(0.008)
 
 
 def test_empty_agent_is_not_updated():
-    stack = AgentStack(DQNConfig(hidden=(8,)), 2, 4, 3, 1, seed=0)
-    stack.buffer.add(0, np.ones((5, 4)), np.zeros((5, 1)), -np.ones(5), np.ones((5, 4)))
-    before = stack.params
-    losses = stack.learn()
-    assert np.isfinite(losses[0]) and np.isnan(losses[1])
-    kernel_before = np.asarray(before["Dense_0"]["kernel"])
-    kernel_after = np.asarray(stack.params["Dense_0"]["kernel"])
-    assert not np.array_equal(kernel_after[0], kernel_before[0]) and np.array_equal(kernel_after[1], kernel_before[1])
+    dqn = DQN(DQNConfig(hidden=(8,)), AllSubsets(2))
+    state = dqn.init(0)
+    with x64():
+        state = jax.jit(DQN.store_rows, static_argnums=0)(
+            dqn, state, np.zeros(5, np.int32), np.ones(5, bool), np.ones((5, 3)), np.zeros((5, 1), np.int32),
+            -np.ones(5), np.ones((5, 3)),
+        )
+        after = LEARN(dqn, state, np.int64(1))
+    before_kernel = np.asarray(state.params["Dense_0"]["kernel"])
+    after_kernel = np.asarray(after.params["Dense_0"]["kernel"])
+    assert not np.array_equal(after_kernel[0], before_kernel[0]) and np.array_equal(after_kernel[1], before_kernel[1])
 
 
 @pytest.mark.parametrize(
     "learns, expected", [(0, 0.0), (1, 0.001), (10, 0.01), (500, 0.5), (989, 0.989), (990, 0.99), (5000, 0.99)]
 )
 def test_exploration_schedule(learns, expected):
-    assert greedy_probability(learns, DQNConfig()) == pytest.approx(expected)
+    with x64():
+        assert float(DQN(DQNConfig(), AllSubsets(3)).greedy_prob(np.int64(learns))) == pytest.approx(expected)
 
 
-def test_replay_samples_with_replacement_from_filled_part():
-    stack = AgentStack(DQNConfig(hidden=(4,), memory_size=10, batch_size=64), 1, 2, 3, 1, seed=0)
-    stack.buffer.add(0, np.arange(6)[:, None] * np.ones((6, 2)), np.zeros((6, 1)), np.zeros(6), np.zeros((6, 2)))
-    s = stack.buffer.sample(stack.replay_rngs, 64)[0]
-    assert set(s[0, :, 0].tolist()) <= set(range(6)) and len(set(s[0, :, 0].tolist())) < 64
-    stack.buffer.add(0, 100 + np.arange(7)[:, None] * np.ones((7, 2)), np.zeros((7, 1)), np.zeros(7), np.zeros((7, 2)))
-    assert sorted(stack.buffer.states[0, :, 0].tolist()) == [3, 4, 5, 100, 101, 102, 103, 104, 105, 106]  # ring
+def test_replay_samples_with_replacement_from_filled_part_and_wraps_around():
+    buffer = replay.empty(1, 10, 2, 1)
+    add = jax.jit(replay.add)
+    with x64():
+        buffer = add(buffer, np.zeros(6, np.int32), np.ones(6, bool), np.arange(6)[:, None] * np.ones((6, 2)),
+                     np.zeros((6, 1), np.int32), np.zeros(6), np.zeros((6, 2)))
+        (s, _, _, _), active = replay.sample(buffer, jax.random.PRNGKey(0), 64)
+        assert bool(active[0])
+        drawn = np.asarray(s)[0, :, 0].tolist()
+        assert set(drawn) <= set(range(6)) and len(set(drawn)) < 64  # with replacement, filled rows only
+        buffer = add(buffer, np.zeros(7, np.int32), np.ones(7, bool), 100 + np.arange(7)[:, None] * np.ones((7, 2)),
+                     np.zeros((7, 1), np.int32), np.zeros(7), np.zeros((7, 2)))
+    assert sorted(np.asarray(buffer.states)[0, :, 0].tolist()) == [3, 4, 5, 100, 101, 102, 103, 104, 105, 106]  # ring
+    assert int(buffer.count[0]) == 13
+
+
+def test_invalid_rows_are_not_stored():
+    with x64():
+        buffer = jax.jit(replay.add)(replay.empty(2, 4, 1, 1), np.array([0, 1, 1, 0], np.int32),
+                                     np.array([True, True, False, False]), np.ones((4, 1)), np.zeros((4, 1), np.int32),
+                                     np.zeros(4), np.ones((4, 1)))
+    assert np.asarray(buffer.count).tolist() == [1, 1]
 
 
 # -- transitions and the learning schedule --------------------------------------------------------
@@ -207,7 +250,7 @@ def test_transitions_follow_the_reference_rule():
             )
         )
         assert sched.slot_step == slot + 1
-    buf = sched.agents.buffer
+    buf = jax.tree.map(np.asarray, sched.state.replay)
     assert buf.count.tolist() == [2, 1]  # slot 0 skipped
     # BS 0, task 0 -> next task slot (0, 1) is empty: [0, Q(t)]; task 2 is the last: [d(t+1, 0, 0), Q(t+1)]
     assert buf.states[0, :2].tolist() == [[2.5, 1.0, 2.0], [3.5, 1.0, 2.0]]
@@ -218,7 +261,7 @@ def test_transitions_follow_the_reference_rule():
     assert np.array_equal(masks[buf.actions[0, :2, 0]], taken[:2])
     sched.train(False)
     sched.decide_slot(SlotObservation(0.0, 1, bs, task, size, np.full(3, 0.2), backlog, sc))
-    assert buf.count.tolist() == [2, 1]
+    assert np.asarray(sched.state.replay.count).tolist() == [2, 1]
 
 
 def test_learning_schedule_counts_slots_across_episodes():
@@ -226,7 +269,7 @@ def test_learning_schedule_counts_slots_across_episodes():
     sched = make_scheduler("drlcoedge", sc, rng=stream(1, "scheduler"), learn_start=12, learn_every=4)
     run_episodes(Simulation(sc, sched), "drlcoedge", 6, progress=False)
     assert sched.slot_step == 30
-    assert sched.agents.learn_step == len([k for k in range(1, 31) if k > 12 and k % 4 == 0])
+    assert sched.learn_step == len([k for k in range(1, 31) if k > 12 and k % 4 == 0])
 
 
 # -- training on the engine -----------------------------------------------------------------------
@@ -246,7 +289,7 @@ def test_training_writes_table_and_checkpoint(trained):
     df = pd.read_parquet(trained.table)
     assert df["phase"].tolist() == ["online"] * 30 + ["eval"] * 3
     assert (trained.checkpoint / "config.json").exists()
-    assert trained.scheduler.agents.learn_step == 30 * 10 - 10
+    assert trained.scheduler.learn_step == 30 * 10 - 10
 
 
 def test_checkpoint_round_trip_gives_identical_decisions(trained):
@@ -262,8 +305,7 @@ def test_checkpoint_round_trip_gives_identical_decisions(trained):
         rng.uniform(0, 30, 3), TINY,
     )
     assert np.array_equal(loaded.decide_slot(obs).subset, trained.scheduler.decide_slot(obs).subset)
-    x = loaded.features(obs.size, obs.backlog)
-    assert np.array_equal(loaded.agents.q_values(x, obs.bs), trained.scheduler.agents.q_values(x, obs.bs))
+    assert leaves_equal(loaded.state.params, trained.scheduler.state.params)
     with pytest.raises(SchedulerError, match="agents"):
         make_scheduler("amcoedge", scenario_for(4)).load(str(trained.checkpoint))
 
@@ -274,23 +316,24 @@ def test_short_training_is_deterministic(name):
     runs = [train(TINY.replace(slots=6), name, 5, eval_episodes=1, options=options, progress=False, timing=False) for _ in range(2)]
     a, b = (r.episodes.drop(columns=["git_commit"]) for r in runs)
     pd.testing.assert_frame_equal(a, b)
-    assert runs[0].scheduler.agents.learn_step > 0
-    assert leaves_equal(runs[0].scheduler.agents.params, runs[1].scheduler.agents.params)
+    assert runs[0].scheduler.learn_step > 0
+    assert leaves_equal(runs[0].scheduler.state.params, runs[1].scheduler.state.params)
     other = train(TINY.replace(slots=6), name, 5, seed=2, eval_episodes=0, options=options, progress=False, timing=False)
-    assert not leaves_equal(runs[0].scheduler.agents.params, other.scheduler.agents.params)
+    assert not leaves_equal(runs[0].scheduler.state.params, other.scheduler.state.params)
 
 
 def test_rich_observation_uses_per_task_decisions():
     sched = make_scheduler("amcoedge", TINY, observation="rich")
-    assert sched.decide_slot is None and sched.n_features == 2 + 2 * 3
+    assert sched.decide_slot is None and sched.dqn.n_features == 2 + 2 * 3
     run_episodes(Simulation(TINY, sched), "amcoedge", 3, progress=False)
-    assert sched.agents.buffer.count.sum() > 0
+    assert np.asarray(sched.state.replay.count).sum() > 0
+    assert sched.kernel_learner() is None and sched.jax_policy() is None
 
 
 def test_learner_seed_varies_only_the_learner():
     base = make_scheduler("drlcoedge", TINY.replace(seed=5))
     same = make_scheduler("drlcoedge", TINY, learner_seed=5)
     other = make_scheduler("drlcoedge", TINY)
-    assert leaves_equal(base.agents.params, same.agents.params)
-    assert not leaves_equal(base.agents.params, other.agents.params)
-    assert same.rng.random() == stream(5, "scheduler").random()
+    assert leaves_equal(base.state, same.state)  # networks and the replay sampling key
+    assert not leaves_equal(base.state.params, other.state.params)
+    assert same.learner_seed == 5 and other.learner_seed == TINY.seed

@@ -8,9 +8,11 @@ import pytest
 
 import pandas as pd
 
-from mecsim.plotting import (
-    plot_experiment, reference_reruns, rerun_default, seed_spread, spread_section, t_interval, verdict,
-)
+from mecsim.report import plot_experiment
+from mecsim.report.claims import verdict
+from mecsim.report.data import reference_reruns, rerun_default
+from mecsim.report.stats import seed_spread, t_interval
+from mecsim.report.table import spread_section
 from mecsim.results import write_parquet
 from mecsim.sweep import compute_cell, label, load_experiment, part_path
 

@@ -6,7 +6,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from mecsim import slotted
+from mecsim.models import slotted
 from mecsim.allocation import subset_masks
 from mecsim.arrivals import Trace
 from mecsim.config import Scenario

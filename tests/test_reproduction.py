@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mecsim.plotting import start_end_figure, start_section
-from mecsim.reproduction import predict_from_start
+from mecsim.report.figures import start_end_figure
+from mecsim.report.table import start_section
+from mecsim.report.stats import predict_from_start
 from mecsim.sweep import load_experiment
 
 T_975_2DOF = 4.302652729911275

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mecsim import slotted
+from mecsim.models import slotted
 from mecsim.arrivals import Trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
@@ -135,7 +135,7 @@ def test_evaluate_subsets_singletons_use_whole_task():
 # -- reference quirks under their flags -----------------------------------------------------------
 def test_tau_clamped_only_in_split_branch_for_amcoedge():
     p = params(preset="amcoedge")
-    assert p.tau_clamp == "multi"
+    assert p.variant.tau_clamp == "multi"
     s = state(tau=(0.999, 0.0))
     single, *_ = run_task(s, 0, REMOTE1, REMOTE1, p)
     assert single.tau[0] == pytest.approx(0.999 + 0.008)  # not clamped
@@ -148,7 +148,7 @@ def test_tau_never_clamped_for_other_presets(preset):
     p = params(preset=preset)
     s = state(tau=(0.999, 0.0))
     split, *_ = run_task(s, 0, BOTH, [0.5, 0.5], p)
-    local_share = 0.5 * 4 / 400 if p.tau_counts_local else 0.0
+    local_share = 0.5 * 4 / 400 if p.variant.tau_counts_local else 0.0
     assert split.tau[0] == pytest.approx(0.999 + 0.004 + local_share)
     assert split.tau[0] > 1.0
 
@@ -168,7 +168,7 @@ def test_tau_clamp_uses_slot_length():
 def test_zero_fraction_member_counted_in_makespan_only_with_counts_idle():
     s = state(backlog=(0.0, 10.0))  # W_1 = 0.5
     idle = params()
-    assert idle.makespan_counts_idle
+    assert idle.variant.makespan_counts_idle
     _, span, _, _ = run_task(s, 0, BOTH, [1.0, 0.0], idle)
     assert span == pytest.approx(0.5)
     physical = params(variant={"makespan_counts_idle": False})
@@ -439,7 +439,7 @@ def _check_slot_against_loop(batch, exact: bool):
     fast = slotted.apply_slot(s0, b, size, density, subsets, fractions, p)
     slow = _loop(s0, b, size, density, subsets, fractions, p)
     if fast is None:
-        assert p.tau_clamp != "none"
+        assert p.variant.tau_clamp != "none"
         return
     cmp = np.testing.assert_array_equal if exact else (lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15))
     cmp(fast[0].backlog, slow[0].backlog)

@@ -345,8 +345,8 @@ methods = ["optimal", "local"]
 def test_batches_group_only_cells_that_can_share_kernel_calls():
     from dataclasses import replace
 
-    from mecsim.kernel import Spec
-    from mecsim.sweep import BATCH_CELLS, BATCH_SPREAD, plan_batches, scan_length
+    from mecsim.backends.kernel import Spec
+    from mecsim.sweep.planning import BATCH_CELLS, BATCH_SPREAD, plan_batches, scan_length
 
     cells = load_experiment("paper").cells()
     batches = plan_batches(cells)

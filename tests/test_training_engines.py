@@ -17,10 +17,10 @@ def test_train_writes_online_and_eval_rows_and_a_loadable_checkpoint(tmp_path, e
     phases = result.episodes["phase"].tolist()
     assert phases == ["online"] * 4 + ["eval"] * 2
     assert result.episodes["n_tasks"].gt(0).all()
-    assert result.scheduler.agents.learn_step > 0  # learning happened (and was written back from the kernel)
+    assert result.scheduler.learn_step > 0  # learning happened (and was written back from the kernel)
     fresh = make_scheduler("amcoedge", TINY, **FAST)
     fresh.load(str(result.checkpoint))
-    assert fresh.agents.learn_step == result.scheduler.agents.learn_step
+    assert fresh.learn_step == result.scheduler.learn_step
 
 
 def test_compiled_training_is_deterministic(tmp_path):
@@ -65,7 +65,7 @@ def test_replicas_of_different_size_train_together_as_they_train_alone():
     for sc, result in zip(scenarios, together):
         alone = train(sc, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False)
         _assert_tables_close(result.episodes, alone.episodes)
-        assert result.scheduler.agents.learn_step == alone.scheduler.agents.learn_step > 0
+        assert result.scheduler.learn_step == alone.scheduler.learn_step > 0
     for name in ("optimal", "random"):
         for sc, table in zip(scenarios, run_many(scenarios, name, 3, engine="compiled", timing=False)):
             _assert_tables_close(table, run(sc, name, 3, engine="compiled", progress=False, timing=False)[0])

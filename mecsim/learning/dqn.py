@@ -242,9 +242,7 @@ class DQN:
 
     def store_rows(self, state: DQNState, agents, valid, states, actions, rewards, next_states) -> DQNState:
         """Store transitions built elsewhere (the rich observation's rule), grouped by agent."""
-        f32 = jnp.float32
-        return state._replace(replay=replay_buffer.add(
-            state.replay, agents, valid, states.astype(f32), actions, rewards, next_states.astype(f32)))
+        return state._replace(replay=replay_buffer.add(state.replay, agents, valid, states, actions, rewards, next_states))
 
     # -- learning ------------------------------------------------------------------------------------
     def due(self, slot_step):

@@ -46,10 +46,10 @@ def add(replay: Replay, agents, valid, states, actions, rewards, next_states) ->
     idx = jnp.where(valid, (replay.count[agents] + rank) % size, size)  # out of range: dropped
     f32 = jnp.float32
     return Replay(
-        states=replay.states.at[agents, idx].set(states, mode="drop"),
-        actions=replay.actions.at[agents, idx].set(actions, mode="drop"),
+        states=replay.states.at[agents, idx].set(states.astype(f32), mode="drop"),
+        actions=replay.actions.at[agents, idx].set(actions.astype(jnp.int32), mode="drop"),
         rewards=replay.rewards.at[agents, idx].set(rewards.astype(f32), mode="drop"),
-        next_states=replay.next_states.at[agents, idx].set(next_states, mode="drop"),
+        next_states=replay.next_states.at[agents, idx].set(next_states.astype(f32), mode="drop"),
         count=replay.count + per_agent,
     )
 
