@@ -1,4 +1,4 @@
-"""Tasks per second of the compiled slot kernel (`mecsim.kernel`) against the Python slotted path.
+"""Tasks per second of the compiled slot kernel (`mecsim.backends.kernel`) against the Python slotted path.
 
 Prints one ``name: value`` line per figure. Usage: ``python benchmarks/kernel.py [--quick] [--no-train]``.
 
@@ -19,7 +19,7 @@ import time
 
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
-from mecsim.kernel import CompiledSimulation
+from mecsim.backends.kernel import CompiledSimulation
 from mecsim.scheduling import make_scheduler
 
 REFERENCE_OPTIMAL_TASKS_PER_S = 323  # the reference code's greedy-optimal, per its own timing
@@ -54,7 +54,7 @@ def compiled_tasks_per_s(scenario: Scenario, scheduler, replicas: int, groups: i
 
 def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[float, float, float]:
     """(seconds for ``episodes`` training episodes of every seed, compile seconds, last-50 mean make-span)."""
-    from schedulers.dqn_kernel import KernelTrainer
+    from mecsim.backends.kernel.training import KernelTrainer
 
     started = time.perf_counter()
     KernelTrainer(scenario, "amcoedge", seeds).run(1, first_episode=10**6, timing=False)  # compiles
