@@ -14,8 +14,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# pytest exits 5 when it collected nothing: treat that as a failure with a clear message.
+# Lint and format checks first (ruff.toml), then the suite; pytest exits 5 when it collected nothing:
+# treat that as a failure with a clear message.
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -11,15 +11,16 @@ training figures are single wall times. Figures from one run on one machine are 
 with each other (ratios), not across machines; the 1-minute load average before and after
 is printed because other processes may share the cores.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import time
 
+from mecsim.backends.kernel import CompiledSimulation
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
-from mecsim.backends.kernel import CompiledSimulation
 from mecsim.scheduling import make_scheduler
 
 REFERENCE_OPTIMAL_TASKS_PER_S = 323  # the reference code's greedy-optimal, per its own timing
@@ -37,7 +38,9 @@ def python_tasks_per_s(scenario: Scenario, scheduler, episodes: int) -> float:
     return best
 
 
-def compiled_tasks_per_s(scenario: Scenario, scheduler, replicas: int, groups: int, granularity: str = "episode"):
+def compiled_tasks_per_s(
+    scenario: Scenario, scheduler, replicas: int, groups: int, granularity: str = "episode"
+):
     """(tasks/s of the best of ``groups`` calls of ``replicas`` episodes, seconds of the first, compiling call)."""
     simulation = CompiledSimulation(scenario, scheduler, granularity=granularity)
     started = time.perf_counter()
@@ -87,7 +90,12 @@ def main() -> None:
     scenario = Scenario(preset="optimal")
     optimal = make_scheduler("optimal", scenario)
     figures["optimal_python_tasks_per_s"] = python_tasks_per_s(scenario, optimal, 2 if q else 5)
-    for replicas, groups in ((1, 8 if q else 24), (8, 2 if q else 6), (16, 1 if q else 4), (64, 1 if q else 3)):
+    for replicas, groups in (
+        (1, 8 if q else 24),
+        (8, 2 if q else 6),
+        (16, 1 if q else 4),
+        (64, 1 if q else 3),
+    ):
         rate, compile_s = compiled_tasks_per_s(scenario, optimal, replicas, groups)
         figures[f"optimal_compiled_x{replicas}_tasks_per_s"] = rate
         figures[f"optimal_compiled_x{replicas}_compile_s"] = compile_s
@@ -97,7 +105,9 @@ def main() -> None:
     figures["optimal_compiled_x64_over_python"] = (
         figures["optimal_compiled_x64_tasks_per_s"] / figures["optimal_python_tasks_per_s"]
     )
-    figures["optimal_compiled_x64_over_reference"] = figures["optimal_compiled_x64_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
+    figures["optimal_compiled_x64_over_reference"] = (
+        figures["optimal_compiled_x64_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
+    )
 
     # AMCoEdge inference: greedy decisions of an (untrained) network, reference preset
     scenario = Scenario()
@@ -113,7 +123,9 @@ def main() -> None:
 
     if not args.no_train:
         n = args.train_episodes
-        figures["amcoedge_python_train_s_per_episode"] = python_train_seconds_per_episode(scenario, 5 if q else 20)
+        figures["amcoedge_python_train_s_per_episode"] = python_train_seconds_per_episode(
+            scenario, 5 if q else 20
+        )
         wall, compile_s, last = train_seconds(scenario, [0], n)
         figures[f"amcoedge_train_{n}ep_s"] = wall
         figures["amcoedge_train_compile_s"] = compile_s
@@ -122,7 +134,9 @@ def main() -> None:
         figures[f"amcoedge_train_{n}ep_8seeds_s"] = wall
         figures["amcoedge_train_8seeds_compile_s"] = compile_s
         figures[f"amcoedge_train_{n}ep_8seeds_last50_makespan"] = last
-        figures[f"amcoedge_python_train_{n}ep_s_estimate"] = figures["amcoedge_python_train_s_per_episode"] * n
+        figures[f"amcoedge_python_train_{n}ep_s_estimate"] = (
+            figures["amcoedge_python_train_s_per_episode"] * n
+        )
 
     figures["load_average_1min_end"] = os.getloadavg()[0]
     for name, value in figures.items():

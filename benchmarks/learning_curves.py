@@ -14,6 +14,7 @@ Kolmogorov-Smirnov p-values.
 Usage: ``python benchmarks/learning_curves.py [--method amcoedge] [--seeds 0-7] [--workers 2]``.
 The Python path costs about 2-4 minutes per 500-episode seed on one core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def last50(table) -> float:
 def python_run(args: tuple[str, int, int]) -> float:
     method, seed, episodes = args
     scenario = Scenario(preset=method, seed=seed)
-    return last50(train(scenario, method, episodes, eval_episodes=0, progress=False, engine="python").episodes)
+    return last50(
+        train(scenario, method, episodes, eval_episodes=0, progress=False, engine="python").episodes
+    )
 
 
 def seed_list(text: str) -> list[int]:
@@ -59,7 +62,10 @@ def main() -> None:
     scenarios = [Scenario(preset=args.method, seed=s) for s in args.seeds]
 
     started = time.perf_counter()
-    compiled = [last50(r.episodes) for r in train_many(scenarios, args.method, episodes, eval_episodes=0, timing=False)]
+    compiled = [
+        last50(r.episodes)
+        for r in train_many(scenarios, args.method, episodes, eval_episodes=0, timing=False)
+    ]
     compiled_s = time.perf_counter() - started
     started = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")  # not fork: JAX's threads are running in this process
@@ -77,7 +83,9 @@ def main() -> None:
     welch = stats.ttest_ind(a, b, equal_var=False)
     diff = a.mean() - b.mean()
     se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-    dof = se**4 / ((a.var(ddof=1) / len(a)) ** 2 / (len(a) - 1) + (b.var(ddof=1) / len(b)) ** 2 / (len(b) - 1))
+    dof = se**4 / (
+        (a.var(ddof=1) / len(a)) ** 2 / (len(a) - 1) + (b.var(ddof=1) / len(b)) ** 2 / (len(b) - 1)
+    )
     half = stats.t.ppf(0.975, dof) * se
     figures["difference_compiled_minus_python"] = diff
     figures["difference_ci95_low"], figures["difference_ci95_high"] = diff - half, diff + half

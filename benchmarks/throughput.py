@@ -3,6 +3,7 @@
 Prints one ``name: value`` line per figure. Usage: ``python benchmarks/throughput.py [--episodes N]``.
 Figures from one run on one machine are comparable with each other (ratios), not across machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def tasks_per_s(scheduler: str, model: str, episodes: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--episodes", type=int, default=3, help="timed episodes per figure (about 4 500 tasks each)")
+    parser.add_argument(
+        "--episodes", type=int, default=3, help="timed episodes per figure (about 4 500 tasks each)"
+    )
     args = parser.parse_args()
 
     figures: dict[str, float] = {"simpy_events_per_s": simpy_events_per_s()}
@@ -55,7 +58,9 @@ def main() -> None:
     raw = min(figures["simpy_events_per_s"], figures["simpy_events_per_s_after"])
     figures["local_slotted_over_simpy_events"] = figures["local_slotted_tasks_per_s"] / raw
     figures["local_event_over_simpy_events"] = figures["local_event_tasks_per_s"] / raw
-    figures["optimal_slotted_over_reference"] = figures["optimal_slotted_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
+    figures["optimal_slotted_over_reference"] = (
+        figures["optimal_slotted_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
+    )
     for name, value in figures.items():
         print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
 

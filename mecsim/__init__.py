@@ -13,6 +13,7 @@ The public API:
 >>> int(episodes["n_tasks"].iloc[0]) > 0
 True
 """
+
 from .config import Scenario, load_scenario
 from .results import load
 from .runner import run
@@ -21,6 +22,16 @@ from .training import TrainingResult, train
 from .version import __version__
 
 __all__ = [
-    "Decision", "Observation", "Scenario", "Scheduler", "SlotObservation", "TrainingResult", "__version__", "load",
-    "load_scenario", "make_scheduler", "run", "train",
+    "Decision",
+    "Observation",
+    "Scenario",
+    "Scheduler",
+    "SlotObservation",
+    "TrainingResult",
+    "__version__",
+    "load",
+    "load_scenario",
+    "make_scheduler",
+    "run",
+    "train",
 ]

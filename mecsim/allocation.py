@@ -8,16 +8,17 @@ finishing at ``wait_i + x_i * duration_i``.
 The functions are pure and take the array namespace ``xp`` (``numpy`` or ``jax.numpy``),
 so the compiled kernel reuses them unchanged.
 """
+
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 
 
-@lru_cache(maxsize=None)
+@cache
 def subset_masks(n_servers: int) -> np.ndarray:
     """All 2^B - 1 non-empty subsets as 0/1 rows, by size then lexicographically (spec §3).
 

@@ -4,6 +4,7 @@ One integer seed feeds independent, random-access streams: ``stream(seed, "arriv
 episode)`` gives the same generator whatever else ran before, so episodes can be run,
 resumed or vmapped in any order with identical results.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

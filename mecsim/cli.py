@@ -1,4 +1,5 @@
 """Command line: ``mecsim run``, ``mecsim train``, ``mecsim schedulers``, ``mecsim config``."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, Scenario, load_scenario, parse_assignment
 from .backends import DEFAULT_ENGINE, ENGINES
+from .config import ConfigError, Scenario, load_scenario, parse_assignment
 from .scheduling import SchedulerError, available_schedulers
 
 
@@ -43,7 +44,9 @@ def main() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-config_option = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), help="scenario TOML file")
+config_option = click.option(
+    "--config", "config", type=click.Path(exists=True, dir_okay=False), help="scenario TOML file"
+)
 engine_option = click.option(
     "--engine",
     type=click.Choice(list(ENGINES)),
@@ -51,24 +54,61 @@ engine_option = click.option(
     show_default=True,
     help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); python: the SimPy engine; auto: the kernel when possible",
 )
-set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a scenario field (repeatable), e.g. deadline=0.5")
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a scenario field (repeatable), e.g. deadline=0.5",
+)
 
 
 @main.command()
 @click.option("--scheduler", required=True, help="registered name or package.module:ClassName")
-@click.option("--model", type=click.Choice(["slotted", "event"]), default=None, help="delay model (default: the scenario's)")
-@click.option("--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal")
+@click.option(
+    "--model",
+    type=click.Choice(["slotted", "event"]),
+    default=None,
+    help="delay model (default: the scenario's)",
+)
+@click.option(
+    "--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal"
+)
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)")
 @config_option
 @set_option
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="scheduler option (repeatable)")
-@click.option("--checkpoint", type=click.Path(exists=True), default=None, help="load learned parameters and evaluate greedily")
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True),
+    default=None,
+    help="load learned parameters and evaluate greedily",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="per-episode parquet file")
 @click.option("--tasks-out", type=click.Path(dir_okay=False), default=None, help="per-task parquet file")
-@click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
+@click.option(
+    "--timing/--no-timing",
+    default=True,
+    show_default=True,
+    help="record wall time (off: byte-reproducible output)",
+)
 @engine_option
-def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpoint, out, tasks_out, timing, engine) -> None:
+def run(
+    scheduler,
+    model,
+    preset,
+    episodes,
+    seed,
+    config,
+    sets,
+    options,
+    checkpoint,
+    out,
+    tasks_out,
+    timing,
+    engine,
+) -> None:
     """Run a scheduler for some episodes and write the tidy per-episode table."""
     from .results import write_parquet
     from .runner import run as run_scheduler
@@ -92,24 +132,61 @@ def run(scheduler, model, preset, episodes, seed, config, sets, options, checkpo
         write_parquet(tasks_df, tasks_out)
     mean = episodes_df["mean_makespan"].mean()
     fail = episodes_df["failure_rate"].mean()
-    click.echo(f"{scheduler} [{scenario.model}, preset {scenario.preset}, seed {scenario.seed}]: "
-               f"mean make-span {mean:.4f} s, failure rate {fail:.4f} over {episodes} episode(s) -> {out}")
+    click.echo(
+        f"{scheduler} [{scenario.model}, preset {scenario.preset}, seed {scenario.seed}]: "
+        f"mean make-span {mean:.4f} s, failure rate {fail:.4f} over {episodes} episode(s) -> {out}"
+    )
 
 
 @main.command("train")
-@click.option("--scheduler", required=True, help="a learning scheduler: amcoedge, drlcoedge, smcoedge, smcoedge-topk, ...")
+@click.option(
+    "--scheduler",
+    required=True,
+    help="a learning scheduler: amcoedge, drlcoedge, smcoedge, smcoedge-topk, ...",
+)
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="online training episodes")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="output directory (episodes.parquet, checkpoint/)")
-@click.option("--eval-episodes", type=click.IntRange(min=0), default=10, show_default=True, help="greedy episodes on fresh traces after training")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="output directory (episodes.parquet, checkpoint/)",
+)
+@click.option(
+    "--eval-episodes",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="greedy episodes on fresh traces after training",
+)
 @config_option
 @set_option
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="scheduler option (repeatable), e.g. lr=0.001")
-@click.option("--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal")
-@click.option("--model", type=click.Choice(["slotted", "event"]), default=None, help="delay model (default: the scenario's)")
-@click.option("--timing/--no-timing", default=True, show_default=True, help="record wall time (off: byte-reproducible output)")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="scheduler option (repeatable), e.g. lr=0.001",
+)
+@click.option(
+    "--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal"
+)
+@click.option(
+    "--model",
+    type=click.Choice(["slotted", "event"]),
+    default=None,
+    help="delay model (default: the scenario's)",
+)
+@click.option(
+    "--timing/--no-timing",
+    default=True,
+    show_default=True,
+    help="record wall time (off: byte-reproducible output)",
+)
 @engine_option
-def train_command(scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing, engine) -> None:
+def train_command(
+    scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing, engine
+) -> None:
     """Train a learning scheduler online, evaluate it greedily, save the table and a checkpoint."""
     from .training import train
 
@@ -154,11 +231,24 @@ def show_config(config, sets) -> None:
 @main.command("sweep")
 @click.argument("experiment")
 @click.option("--rerun", is_flag=True, help="recompute every cell, even those already finished")
-@click.option("--scheduler-address", default=None, metavar="ADDR",
-              help="join this Dask scheduler (default: $MECSIM_DASK_ADDRESS, else a local cluster)")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="local cluster: worker processes (default: one per core)")
+@click.option(
+    "--scheduler-address",
+    default=None,
+    metavar="ADDR",
+    help="join this Dask scheduler (default: $MECSIM_DASK_ADDRESS, else a local cluster)",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="local cluster: worker processes (default: one per core)",
+)
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(file_okay=False))
-@click.option("--dry-run", is_flag=True, help="print the cells to run and a projected wall time (from measured cells), run nothing")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print the cells to run and a projected wall time (from measured cells), run nothing",
+)
 def sweep_command(experiment, rerun, scheduler_address, workers, results_dir, dry_run) -> None:
     """Run an experiment (a name in experiments/ or a TOML path) as a parallel, resumable sweep."""
     from .sweep import SweepError, describe_plan, run_sweep
@@ -167,8 +257,14 @@ def sweep_command(experiment, rerun, scheduler_address, workers, results_dir, dr
         if dry_run:
             describe_plan(experiment, results_dir=results_dir, workers=workers, echo=click.echo)
             return
-        report = run_sweep(experiment, results_dir=results_dir, rerun=rerun,
-                           scheduler_address=scheduler_address, workers=workers, echo=click.echo)
+        report = run_sweep(
+            experiment,
+            results_dir=results_dir,
+            rerun=rerun,
+            scheduler_address=scheduler_address,
+            workers=workers,
+            echo=click.echo,
+        )
     except SweepError as err:
         raise click.ClickException(str(err)) from None
     if not report.ok:

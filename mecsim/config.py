@@ -8,6 +8,7 @@ The environment *variant* (`EnvVariant`) gathers the accounting differences betw
 the published reference environments (reference spec §4). A named preset fills them
 in; explicitly given flags override the preset.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,7 +60,7 @@ class EnvVariant(BaseModel):
     enqueue_failed_work: bool = True
     """A failed task's work still loads the queues (the reference never drops it)."""
 
-    def structural(self) -> "EnvVariant":
+    def structural(self) -> EnvVariant:
         """The flags that shape the computation: this variant with the failure penalty zeroed.
 
         The penalty is a number the compiled kernel takes per replica, so replicas that differ
@@ -91,21 +92,35 @@ class Scenario(BaseModel):
 
     n_bs: int = Field(5, ge=1, le=16, description="number of base stations B (each hosts one edge server)")
     capacities: tuple[float, ...] = Field((10.0, 20.0, 30.0, 40.0, 50.0), description="ES capacities f (GHz)")
-    rates: tuple[float, ...] = Field((400.0, 425.0, 450.0, 475.0, 500.0), description="link rates r, by destination (Mbit/s)")
+    rates: tuple[float, ...] = Field(
+        (400.0, 425.0, 450.0, 475.0, 500.0), description="link rates r, by destination (Mbit/s)"
+    )
     tasks_per_slot: int = Field(50, ge=1, description="task slots per BS per time slot N")
-    arrival_prob: float = Field(0.3, ge=0.0, le=1.0, description="Bernoulli arrival probability p per task slot")
+    arrival_prob: float = Field(
+        0.3, ge=0.0, le=1.0, description="Bernoulli arrival probability p per task slot"
+    )
     size_range: tuple[float, float] = Field((2.0, 5.0), description="task size range (Mbit), uniform")
-    density_range: tuple[float, float] = Field((100.0, 300.0), description="computing density range (cycles/bit), uniform")
-    bits_per_mbit: float = Field(1.024e6, gt=0, description="bits per Mbit when converting density (reference: 1.024e6)")
-    density_per_task_index: bool = Field(True, description="density drawn once per run, indexed by task slot n (reference)")
+    density_range: tuple[float, float] = Field(
+        (100.0, 300.0), description="computing density range (cycles/bit), uniform"
+    )
+    bits_per_mbit: float = Field(
+        1.024e6, gt=0, description="bits per Mbit when converting density (reference: 1.024e6)"
+    )
+    density_per_task_index: bool = Field(
+        True, description="density drawn once per run, indexed by task slot n (reference)"
+    )
     slot_length: float = Field(1.0, gt=0, description="slot length Δ (s)")
-    slots: int = Field(61, ge=2, description="slots per episode; the last one only supplies the learners' next state")
+    slots: int = Field(
+        61, ge=2, description="slots per episode; the last one only supplies the learners' next state"
+    )
     deadline: float = Field(1.0, gt=0, description="task deadline (s)")
     model: DelayModel = "slotted"
     allocation: AllocationRule = "cwa"
     preset: PresetName = "amcoedge"
     variant: EnvVariant = Field(default_factory=EnvVariant)
-    deadline_policy: DeadlinePolicy = Field("keep", description="event model: keep late work (paper) or drop it at the deadline")
+    deadline_policy: DeadlinePolicy = Field(
+        "keep", description="event model: keep late work (paper) or drop it at the deadline"
+    )
     link_topology: LinkTopology = Field(
         "pair", description="event model: one FIFO link per source→destination pair, or one per destination"
     )
@@ -141,7 +156,7 @@ class Scenario(BaseModel):
         return bounds
 
     @model_validator(mode="after")
-    def _lengths(self) -> "Scenario":
+    def _lengths(self) -> Scenario:
         for name in ("capacities", "rates"):
             if len(getattr(self, name)) != self.n_bs:
                 raise ValueError(
@@ -171,7 +186,7 @@ class Scenario(BaseModel):
         """Flat dotted dict of every field, as used for result columns and ``--set`` keys."""
         return _flatten(self.model_dump(mode="json"))
 
-    def replace(self, overrides: dict[str, Any] | None = None, **fields: Any) -> "Scenario":
+    def replace(self, overrides: dict[str, Any] | None = None, **fields: Any) -> Scenario:
         """A new validated scenario with overrides applied: dotted keys in a dict, or plain keywords.
 
         A new preset brings its own variant flags; flags that differed from the old preset's
@@ -225,7 +240,9 @@ def _format_error(err: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "scenario"
         value = e.get("input")
         if e["type"] == "extra_forbidden":
-            lines.append(f"{field}: unknown field (value {value!r}); known fields: {', '.join(_known_fields())}")
+            lines.append(
+                f"{field}: unknown field (value {value!r}); known fields: {', '.join(_known_fields())}"
+            )
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{field} = {value!r}: {msg}")
@@ -263,7 +280,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     """Parse one ``key=value`` override; the value is read as TOML (numbers, lists, strings, booleans)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected key=value, e.g. deadline=0.5 or capacities=[10,20,30,40,50]")
+        raise ConfigError(
+            f"--set {text!r}: expected key=value, e.g. deadline=0.5 or capacities=[10,20,30,40,50]"
+        )
     raw = raw.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]

@@ -8,6 +8,7 @@
 >>> result.metrics["n_tasks"]   # 2 decision slots x 5 BSs x 4 task slots
 40
 """
+
 from __future__ import annotations
 
 import time
@@ -37,7 +38,9 @@ class Simulation:
         self.scenario = scenario
         self.scheduler = scheduler
 
-    def run_episode(self, episode: int, trace: Trace | None = None, stream: str = "arrivals") -> EpisodeResult:
+    def run_episode(
+        self, episode: int, trace: Trace | None = None, stream: str = "arrivals"
+    ) -> EpisodeResult:
         scenario = self.scenario
         started = time.perf_counter()
         if trace is None:

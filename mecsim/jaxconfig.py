@@ -4,6 +4,7 @@ Both the compiled kernel and the learners' functions run under `x64`: the delay 
 float64 (parity with NumPy), the networks in float32 by their own dtypes. A function called
 both from the SimPy path and from inside the kernel is therefore traced the same way.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

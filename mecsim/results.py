@@ -5,12 +5,13 @@ hidden temporary file in the same directory (``.<name>.<random>.tmp``), which is
 over the target once complete. The temporary file is created like any other file, so the
 result respects the umask.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 

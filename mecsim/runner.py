@@ -1,7 +1,9 @@
 """Run a scheduler for some episodes and produce the tidy per-episode table (and per-task table)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,13 +42,17 @@ def run_episodes(
     )
     for episode in bar:
         result = simulation.run_episode(episode, stream=stream_name)
-        row = episode_row(scenario, scheduler_name, episode, phase, result.metrics, result.wall_time if timing else None)
+        row = episode_row(
+            scenario, scheduler_name, episode, phase, result.metrics, result.wall_time if timing else None
+        )
         rows.append(row)
         if on_episode is not None:
             on_episode(row)
         if keep_tasks:
             task_frames.append(
-                result.log.frame(scheduler=scheduler_name, model=scenario.model, seed=scenario.seed, phase=phase)
+                result.log.frame(
+                    scheduler=scheduler_name, model=scenario.model, seed=scenario.seed, phase=phase
+                )
             )
         recent = [r["mean_makespan"] for r in rows[-50:]]
         bar.set_postfix(makespan=f"{np.mean(recent):.4f}", fail=f"{row['failure_rate']:.3f}")
@@ -80,8 +86,13 @@ def run(
         scheduler.load(checkpoint)
         scheduler.train(False)
     first = kwargs.get("first_episode", 0)
-    simulation = resolve(engine, scenario, scheduler, episodes=range(first, first + episodes),
-                         stream=kwargs.get("stream_name", "arrivals"))
+    simulation = resolve(
+        engine,
+        scenario,
+        scheduler,
+        episodes=range(first, first + episodes),
+        stream=kwargs.get("stream_name", "arrivals"),
+    )
     return run_episodes(simulation, scheduler_name, episodes, **kwargs)
 
 
@@ -110,7 +121,15 @@ def run_many(
     batch = kernel_batch(engine, scenarios, scheduler_name, options)
     if batch is None:  # one by one (`run` says why, where "compiled" cannot be honoured)
         return [
-            run(sc, scheduler_name, episodes, scheduler_options=options, engine=engine, progress=False, timing=timing)[0]
+            run(
+                sc,
+                scheduler_name,
+                episodes,
+                scheduler_options=options,
+                engine=engine,
+                progress=False,
+                timing=timing,
+            )[0]
             for sc in scenarios
         ]
     schedulers, policy = batch
@@ -122,9 +141,18 @@ def run_many(
         for e in range(episodes if end is not None else 0):
             end(e, results[i, e][0])
     return [
-        pd.DataFrame([
-            episode_row(scenarios[i], scheduler_name, e, "online", results[i, e][0], results[i, e][1] if timing else None)
-            for e in range(episodes)
-        ])
+        pd.DataFrame(
+            [
+                episode_row(
+                    scenarios[i],
+                    scheduler_name,
+                    e,
+                    "online",
+                    results[i, e][0],
+                    results[i, e][1] if timing else None,
+                )
+                for e in range(episodes)
+            ]
+        )
         for i in range(len(scenarios))
     ]

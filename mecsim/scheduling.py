@@ -19,13 +19,15 @@ None (an object without the base class simply lacks them):
 Plugins are found by name in the ``mecsim.schedulers`` entry-point group, or by import
 path ``package.module:ClassName`` (a user's own file on the Python path works as is).
 """
+
 from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,12 +62,14 @@ class Observation:
     size: float  # Mbit
     density: float  # Gcycles/Mbit
     backlog: np.ndarray  # Gcycles per ES at the start of the slot (the reference observation)
-    current_backlog: np.ndarray  # Gcycles per ES now, including work assigned earlier in the slot / in transit
+    current_backlog: (
+        np.ndarray
+    )  # Gcycles per ES now, including work assigned earlier in the slot / in transit
     tx_backlog: np.ndarray  # seconds of upload already committed by this BS towards each ES
     wait: np.ndarray
     duration: np.ndarray
     split_duration: np.ndarray
-    scenario: "Scenario"
+    scenario: Scenario
     _evaluator: Any = field(default=None, repr=False, compare=False)
     episode: int = 0
 
@@ -73,7 +77,9 @@ class Observation:
     def n_servers(self) -> int:
         return self.backlog.shape[0]
 
-    def evaluate(self, masks: np.ndarray | None = None, rule: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(
+        self, masks: np.ndarray | None = None, rule: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Fractions (K, B) and expected make-spans (K,) of candidate subsets (default: all 2^B - 1).
 
         Uses the delay model's own make-span rule and the scenario's allocation rule unless ``rule`` is given.
@@ -93,7 +99,7 @@ class SlotObservation:
     size: np.ndarray  # (n,) Mbit
     density: np.ndarray  # (n,) Gcycles/Mbit
     backlog: np.ndarray  # (B,) Gcycles at the start of the slot
-    scenario: "Scenario"
+    scenario: Scenario
     episode: int = 0
 
     def __len__(self) -> int:
@@ -113,14 +119,14 @@ class Decision:
     fractions: np.ndarray | None = None
 
     @classmethod
-    def to(cls, server: int, n_servers: int) -> "Decision":
+    def to(cls, server: int, n_servers: int) -> Decision:
         """The whole task on one server."""
         onehot = np.zeros(n_servers)
         onehot[server] = 1.0
         return cls(onehot, onehot)
 
     @classmethod
-    def split(cls, servers, n_servers: int) -> "Decision":
+    def split(cls, servers, n_servers: int) -> Decision:
         """Share the task over ``servers``; the allocation rule chooses the fractions."""
         mask = np.zeros(n_servers)
         mask[list(servers)] = 1.0
@@ -173,7 +179,7 @@ class Scheduler:
     load: Callable | None = None
     jax_policy: Callable | None = None
 
-    def __init__(self, scenario: "Scenario", rng: np.random.Generator | None = None, **options: Any):
+    def __init__(self, scenario: Scenario, rng: np.random.Generator | None = None, **options: Any):
         if options:
             raise SchedulerError(f"scheduler {self.name!r}: unknown options {sorted(options)}")
         self.scenario = scenario
@@ -200,7 +206,9 @@ def resolve_scheduler(name: str) -> type:
         try:
             return getattr(module, attr)
         except AttributeError:
-            raise SchedulerError(f"scheduler {name!r}: module {module_name!r} has no attribute {attr!r}") from None
+            raise SchedulerError(
+                f"scheduler {name!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
     registry = available_schedulers()
     if name not in registry:
         known = ", ".join(sorted(registry)) or "(none installed)"
@@ -210,7 +218,7 @@ def resolve_scheduler(name: str) -> type:
     return registry[name].load()
 
 
-def make_scheduler(name: str, scenario: "Scenario", rng: np.random.Generator | None = None, **options: Any):
+def make_scheduler(name: str, scenario: Scenario, rng: np.random.Generator | None = None, **options: Any):
     """Build a scheduler by name; the instance's ``name`` is set to what the user asked for."""
     cls = resolve_scheduler(name)
     scheduler = cls(scenario, rng=rng, **options)
@@ -271,7 +279,9 @@ def _check_fractions(values: list[float], scheduler_name: str) -> None:
     if not math.isfinite(total):
         raise SchedulerError(f"scheduler {scheduler_name!r} returned non-finite fractions {values}")
     if min(values) < 0:
-        raise SchedulerError(f"scheduler {scheduler_name!r} returned negative fractions {values}: each must be >= 0")
+        raise SchedulerError(
+            f"scheduler {scheduler_name!r} returned negative fractions {values}: each must be >= 0"
+        )
     if abs(total - 1.0) > FRACTION_TOLERANCE:
         raise SchedulerError(
             f"scheduler {scheduler_name!r} returned fractions {values} summing to {total:.9g}: "
@@ -290,7 +300,9 @@ def check_slot_decision(raw: Any, n_tasks: int, n_servers: int, scheduler_name: 
             f"need ({n_tasks}, {n_servers})"
         )
     if not np.all((subsets == 0) | (subsets == 1)) or np.any(subsets.sum(axis=1) < 1):
-        bad = int(np.flatnonzero(~np.all((subsets == 0) | (subsets == 1), axis=1) | (subsets.sum(axis=1) < 1))[0])
+        bad = int(
+            np.flatnonzero(~np.all((subsets == 0) | (subsets == 1), axis=1) | (subsets.sum(axis=1) < 1))[0]
+        )
         raise SchedulerError(
             f"scheduler {scheduler_name!r}: decide_slot subset of task {bad} is {subsets[bad].tolist()}: "
             f"need 0/1 entries with at least one server"

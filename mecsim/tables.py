@@ -1,4 +1,5 @@
 """Tidy result rows: one row per (run, episode, phase) with every scenario field and the provenance."""
+
 from __future__ import annotations
 
 import subprocess

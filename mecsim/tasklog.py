@@ -1,4 +1,5 @@
 """One record per task, in decision order, kept as columns (cheap to fill, cheap to write)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +50,9 @@ class TaskLog:
         """Rows of slot ``t``'s tasks."""
         return slice(int(self.slot_start[t]), int(self.slot_start[t + 1]))
 
-    def slot_observation(self, t: int, now: float, backlog: np.ndarray, scenario: Scenario) -> SlotObservation:
+    def slot_observation(
+        self, t: int, now: float, backlog: np.ndarray, scenario: Scenario
+    ) -> SlotObservation:
         """Every task of slot ``t`` with the start-of-slot ``backlog``, for ``decide_slot``."""
         rows = self.slot_rows(t)
         return SlotObservation(
@@ -64,7 +67,9 @@ class TaskLog:
             episode=self.episode,
         )
 
-    def slot_feedback(self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None):
+    def slot_feedback(
+        self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None
+    ):
         """Slot ``t``'s decisions and outcomes for learners; outcomes default to the recorded ones."""
         rows = self.slot_rows(t)
         return SlotFeedback(

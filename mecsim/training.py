@@ -17,13 +17,15 @@ kernel form, slotted model). Both paths call the learner's same functions with t
 keys; their curves agree in distribution, not sample by sample, because the SimPy path
 pads a slot's decisions to another width than the kernel's scan.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -82,12 +84,21 @@ def train(
         (online,) = trainer.run(episodes, timing=timing)
         (scheduler,) = trainer.write_back()
     else:
-        scheduler = make_scheduler(scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **options)
+        scheduler = make_scheduler(
+            scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **options
+        )
         online, _ = run_episodes(
-            Simulation(scenario, scheduler), scheduler_name, episodes, phase="online", timing=timing, progress=progress
+            Simulation(scenario, scheduler),
+            scheduler_name,
+            episodes,
+            phase="online",
+            timing=timing,
+            progress=progress,
         )
     train_wall = time.perf_counter() - started
-    table = _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine)
+    table = _with_evaluation(
+        scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine
+    )
 
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = table_path = None
@@ -125,8 +136,16 @@ def train_many(
     trainer = resolve_trainer(engine, list(scenarios), scheduler_name, options)
     if trainer is None:
         return [
-            train(sc, scheduler_name, episodes, eval_episodes=eval_episodes, options=options, progress=False,
-                  timing=timing, engine=engine)
+            train(
+                sc,
+                scheduler_name,
+                episodes,
+                eval_episodes=eval_episodes,
+                options=options,
+                progress=False,
+                timing=timing,
+                engine=engine,
+            )
             for sc in scenarios
         ]
     onlines = trainer.run(episodes, timing=timing)
@@ -134,14 +153,21 @@ def train_many(
     train_wall = (time.perf_counter() - started) / len(scenarios)
     return [
         TrainingResult(
-            _with_evaluation(sc, sched, scheduler_name, online, eval_episodes, options, timing, False, engine),
-            sched, None, None, train_wall,
+            _with_evaluation(
+                sc, sched, scheduler_name, online, eval_episodes, options, timing, False, engine
+            ),
+            sched,
+            None,
+            None,
+            train_wall,
         )
         for sc, sched, online in zip(scenarios, schedulers, onlines)
     ]
 
 
-def _with_evaluation(scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine):
+def _with_evaluation(
+    scenario, scheduler, scheduler_name, online, eval_episodes, options, timing, progress, engine
+):
     """The online table followed by ``eval_episodes`` greedy episodes on the evaluation stream."""
     frames = [online]
     train_mode = hook(scheduler, "train")

@@ -4,6 +4,7 @@ Actions are `mecsim.allocation.subset_masks(B)`: by size, then lexicographically
 server is not forced into the subset. The fractions come from the scenario's allocation
 rule (CWA or HECWA) on the true state when the task executes.
 """
+
 from __future__ import annotations
 
 from mecsim.learning.dqn import DQNConfig

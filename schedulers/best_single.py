@@ -1,4 +1,5 @@
 """`best-single`: the whole task on the one edge server with the smallest expected make-span."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -12,6 +12,7 @@ scenario's rule (CWA or HECWA) on the true state. The reference observation deci
 whole slot at once (``decide_slot``); the rich one (``--option observation=rich``) needs
 per-task ``decide`` and trains on the SimPy path only.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,8 @@ _act = jit(DQN.act, static_argnums=(0, 6, 7))
 _act_rows = jit(DQN.act_rows, static_argnums=(0, 6))
 _store_slot = jit(DQN.store_slot, static_argnums=(0,))
 _store_rows = jit(DQN.store_rows, static_argnums=(0,))
+
+
 # Learning goes through the same replica-vmapped form as the kernel's loop (here one replica), so that
 # XLA batches the update exactly as it does there and both paths take bit-identical steps.
 def _learn_one_replica(dqn: DQN, state: DQNState, learn_step) -> DQNState:
@@ -75,8 +78,9 @@ class DQNPolicy:
 
     def prepare(self, params, key, state, slot: SlotView, ctx: KernelContext):
         tasks = SlotTasks(slot.valid, slot.bs, slot.task, slot.size)
-        subsets, actions = self.dqn.act(params["net"], key, state.backlog, tasks, params["greedy_prob"],
-                                        ctx.tasks_per_slot, self.explore)
+        subsets, actions = self.dqn.act(
+            params["net"], key, state.backlog, tasks, params["greedy_prob"], ctx.tasks_per_slot, self.explore
+        )
         return {"subset": subsets, "action": actions}
 
     def decide(self, params, key, state, task: KernelTask, ctx: KernelContext):
@@ -95,11 +99,16 @@ class DQNKernelLearner:
 
     def policy_params(self, state: DQNState, learn_step):
         """The exploring policy's params and their vmap axes (nets per replica, one greedy probability)."""
-        return {"net": state.params, "greedy_prob": self.dqn.greedy_prob(learn_step)}, {"net": 0, "greedy_prob": None}
+        return {"net": state.params, "greedy_prob": self.dqn.greedy_prob(learn_step)}, {
+            "net": 0,
+            "greedy_prob": None,
+        }
 
     def observe(self, state: DQNState, out, slot_tasks, backlog, next_backlog, grid, next_first, t, n_tasks):
         tasks = SlotTasks(slot_tasks.valid, slot_tasks.bs, slot_tasks.task, slot_tasks.size)
-        return self.dqn.store_slot(state, out.aux, out.reward, tasks, backlog, next_backlog, grid, next_first, t, n_tasks)
+        return self.dqn.store_slot(
+            state, out.aux, out.reward, tasks, backlog, next_backlog, grid, next_first, t, n_tasks
+        )
 
     def due(self, slot_step):
         return self.dqn.due(slot_step)
@@ -163,9 +172,16 @@ class DQNScheduler(Scheduler):
             size=_padded(obs.size, width, 1.0),
         )
         with x64():
-            subsets, actions = _act(self.dqn, self.state.params, self._slot_key(obs.episode, obs.slot),
-                                    np.asarray(obs.backlog, float), tasks, self.greedy_prob, self.n_tasks,
-                                    self.training)
+            subsets, actions = _act(
+                self.dqn,
+                self.state.params,
+                self._slot_key(obs.episode, obs.slot),
+                np.asarray(obs.backlog, float),
+                tasks,
+                self.greedy_prob,
+                self.n_tasks,
+                self.training,
+            )
             subsets, actions = np.asarray(subsets)[:n], np.asarray(actions)[:n]
         if self.training:
             self._recorded.append(actions)
@@ -174,11 +190,20 @@ class DQNScheduler(Scheduler):
     def decide(self, obs: Observation) -> Decision:
         if not self.dqn.rich:
             return self._decide_one_of_slot(obs)
-        x = np.concatenate([[obs.size], obs.current_backlog, obs.tx_backlog, [obs.density]])[None].astype(np.float32)
+        x = np.concatenate([[obs.size], obs.current_backlog, obs.tx_backlog, [obs.density]])[None].astype(
+            np.float32
+        )
         key = jax.random.fold_in(self._slot_key(obs.episode, obs.slot), obs.bs * self.n_tasks + obs.task)
         with x64():
-            subsets, actions = _act_rows(self.dqn, self.state.params, key, x, np.array([obs.bs], np.int32),
-                                         self.greedy_prob, self.training)
+            subsets, actions = _act_rows(
+                self.dqn,
+                self.state.params,
+                key,
+                x,
+                np.array([obs.bs], np.int32),
+                self.greedy_prob,
+                self.training,
+            )
             subsets, actions = np.asarray(subsets), np.asarray(actions)
         if self.training:
             self._rows.append((obs.bs, obs.task, x[0], actions[0]))
@@ -186,8 +211,17 @@ class DQNScheduler(Scheduler):
 
     def _decide_one_of_slot(self, obs: Observation) -> Decision:
         """The reference observation asked task by task: a one-task slot."""
-        slot = SlotObservation(obs.time, obs.slot, np.array([obs.bs]), np.array([obs.task]), np.array([obs.size]),
-                               np.array([obs.density]), obs.backlog, obs.scenario, obs.episode)
+        slot = SlotObservation(
+            obs.time,
+            obs.slot,
+            np.array([obs.bs]),
+            np.array([obs.task]),
+            np.array([obs.size]),
+            np.array([obs.density]),
+            obs.backlog,
+            obs.scenario,
+            obs.episode,
+        )
         return Decision(self._decide_slot(slot).subset[0], None)
 
     # -- learning ------------------------------------------------------------------------------------
@@ -211,19 +245,35 @@ class DQNScheduler(Scheduler):
 
     def _store_reference(self, fb: SlotFeedback) -> None:
         n = len(fb.bs)
-        actions = np.concatenate(self._recorded) if self._recorded else np.zeros((0, self.head.width), np.int32)
+        actions = (
+            np.concatenate(self._recorded) if self._recorded else np.zeros((0, self.head.width), np.int32)
+        )
         if actions.shape[0] != n:
-            raise SchedulerError(f"scheduler {self.name!r}: slot {fb.slot} fed back {n} tasks, decided {actions.shape[0]}")
+            raise SchedulerError(
+                f"scheduler {self.name!r}: slot {fb.slot} fed back {n} tasks, decided {actions.shape[0]}"
+            )
         width = _bucket(n)
-        tasks = SlotTasks(np.arange(width) < n, _padded(np.asarray(fb.bs, np.int32), width),
-                          _padded(np.asarray(fb.task, np.int32), width), _padded(np.asarray(fb.size, float), width, 1.0))
+        tasks = SlotTasks(
+            np.arange(width) < n,
+            _padded(np.asarray(fb.bs, np.int32), width),
+            _padded(np.asarray(fb.task, np.int32), width),
+            _padded(np.asarray(fb.size, float), width, 1.0),
+        )
         grid = np.zeros((self.n_bs, self.n_tasks))
         grid[fb.bs, fb.task] = fb.size  # this slot's full size grid (0 = empty task slot)
         with x64():
             self.state = _store_slot(
-                self.dqn, self.state, _padded(actions.astype(np.int32), width), _padded(np.asarray(fb.reward, float), width),
-                tasks, np.asarray(fb.backlog, float), np.asarray(fb.next_backlog, float), grid,
-                np.asarray(fb.next_sizes, float)[:, 0], np.int64(fb.slot), np.float64(self.n_tasks),
+                self.dqn,
+                self.state,
+                _padded(actions.astype(np.int32), width),
+                _padded(np.asarray(fb.reward, float), width),
+                tasks,
+                np.asarray(fb.backlog, float),
+                np.asarray(fb.next_backlog, float),
+                grid,
+                np.asarray(fb.next_sizes, float)[:, 0],
+                np.int64(fb.slot),
+                np.float64(self.n_tasks),
             )
 
     def _store_rich(self, fb: SlotFeedback) -> None:
@@ -247,9 +297,16 @@ class DQNScheduler(Scheduler):
         n, width = len(transitions), _bucket(len(transitions))
         agents, s, a, r, s2 = (np.array(col) for col in zip(*transitions))
         with x64():
-            self.state = _store_rows(self.dqn, self.state, _padded(agents.astype(np.int32), width), np.arange(width) < n,
-                                     _padded(s, width), _padded(a.astype(np.int32), width), _padded(r, width),
-                                     _padded(s2, width))
+            self.state = _store_rows(
+                self.dqn,
+                self.state,
+                _padded(agents.astype(np.int32), width),
+                np.arange(width) < n,
+                _padded(s, width),
+                _padded(a.astype(np.int32), width),
+                _padded(r, width),
+                _padded(s2, width),
+            )
 
     def on_episode_end(self, episode: int, metrics: dict[str, float]) -> None:
         self._pending.clear()
@@ -300,7 +357,9 @@ class DQNScheduler(Scheduler):
             meta = json.loads((src / "config.json").read_text())
             data = (src / "agents.msgpack").read_bytes()
         except (OSError, ValueError) as err:
-            raise SchedulerError(f"scheduler {self.name!r}: cannot read checkpoint {str(src)!r}: {err}") from None
+            raise SchedulerError(
+                f"scheduler {self.name!r}: cannot read checkpoint {str(src)!r}: {err}"
+            ) from None
         if meta.get("n_bs") != self.n_bs:
             raise SchedulerError(
                 f"scheduler {self.name!r}: checkpoint {str(src)!r} has {meta.get('n_bs')} agents, scenario has {self.n_bs} BSs"
@@ -314,9 +373,14 @@ class DQNScheduler(Scheduler):
         try:
             restored = serialization.from_bytes(self._nets(), data)
         except (ValueError, KeyError, TypeError) as err:
-            raise SchedulerError(f"scheduler {self.name!r}: checkpoint {str(src)!r} does not fit: {err}") from None
+            raise SchedulerError(
+                f"scheduler {self.name!r}: checkpoint {str(src)!r} does not fit: {err}"
+            ) from None
         as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
-        self.state = self.state._replace(params=as_jnp(restored["params"]), target=as_jnp(restored["target"]),
-                                         opt_state=as_jnp(restored["opt_state"]))
+        self.state = self.state._replace(
+            params=as_jnp(restored["params"]),
+            target=as_jnp(restored["target"]),
+            opt_state=as_jnp(restored["opt_state"]),
+        )
         self.learn_step = int(meta.get("learn_step", 0))
         self.slot_step = int(meta.get("slot_step", 0))

@@ -3,6 +3,7 @@
 Action a ∈ 0..B−1: a equal to the arrival BS b means "local only", otherwise the task is
 shared by {b, a} with the scenario's allocation rule (CWA by default).
 """
+
 from __future__ import annotations
 
 from mecsim.learning.dqn import BaselineDQNConfig

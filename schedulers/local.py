@@ -1,4 +1,5 @@
 """`local`: every task runs entirely on the edge server of the BS where it arrives."""
+
 from __future__ import annotations
 
 import jax

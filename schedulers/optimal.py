@@ -4,6 +4,7 @@ Each candidate is allocated with the scenario's rule and judged by the delay mod
 make-span; the smallest wins, ties going to the first subset in enumeration order
 (size, then lexicographic). Myopic: it does not plan ahead for later tasks.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -3,6 +3,7 @@
 A draw equal to the arrival BS means "local only" (reference spec §4). The pair's
 fractions come from the scenario's allocation rule (CWA by default) on the true state.
 """
+
 from __future__ import annotations
 
 import jax

@@ -8,6 +8,7 @@
 
 Fractions come from the scenario's allocation rule (CWA by default) on the true state.
 """
+
 from __future__ import annotations
 
 from pydantic import Field
@@ -36,7 +37,9 @@ class SMCoEdgeTopKConfig(SMCoEdgeConfig):
 
 def _check_k(name: str, k: int, n_bs: int) -> None:
     if not 1 <= k <= n_bs:
-        raise SchedulerError(f"scheduler {name!r}: k = {k} must be between 1 and the number of servers {n_bs}")
+        raise SchedulerError(
+            f"scheduler {name!r}: k = {k} must be between 1 and the number of servers {n_bs}"
+        )
 
 
 class SMCoEdgeScheduler(DQNScheduler):

@@ -1,4 +1,5 @@
 """Shared test setup."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,20 @@ def use_reruns(monkeypatch):
     from mecsim.report import data
 
     def use(curves: dict[int, list[float]]) -> None:
-        frame = pd.DataFrame([
-            {"method": "amcoedge", "environment": "own preset", "run": run, "episode": e, "mean_makespan": m,
-             "failure_rate": 0.0}
-            for run, curve in curves.items() for e, m in enumerate(curve)
-        ])
+        frame = pd.DataFrame(
+            [
+                {
+                    "method": "amcoedge",
+                    "environment": "own preset",
+                    "run": run,
+                    "episode": e,
+                    "mean_makespan": m,
+                    "failure_rate": 0.0,
+                }
+                for run, curve in curves.items()
+                for e, m in enumerate(curve)
+            ]
+        )
         monkeypatch.setattr(data, "reference_reruns", lambda: frame)
 
     return use

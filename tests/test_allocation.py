@@ -1,4 +1,5 @@
 """Workload allocation rules (reference spec §2): CWA, HECWA, water-filling, make-span metrics."""
+
 from __future__ import annotations
 
 import itertools
@@ -8,7 +9,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mecsim.allocation import ALLOCATORS, allocate, allocate_members, cwa, finish_times, hecwa, subset_masks, waterfill
+from mecsim.allocation import (
+    ALLOCATORS,
+    allocate,
+    allocate_members,
+    cwa,
+    finish_times,
+    hecwa,
+    subset_masks,
+    waterfill,
+)
 
 
 # -- subset enumeration ---------------------------------------------------------------------------

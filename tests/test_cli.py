@@ -1,4 +1,5 @@
 """The ``mecsim`` command line: run, its parquet outputs, reproducibility and error reporting."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ from mecsim.config import Scenario
 
 SMALL = ["--set", "slots=4", "--set", "tasks_per_slot=5"]
 EPISODE_COLUMNS = {
-    "scheduler", "model", "seed", "episode", "phase", "mean_makespan", "mean_latency", "p95_latency",
-    "failure_rate", "n_tasks", "config_hash", "git_commit", "mecsim_version",
+    "scheduler",
+    "model",
+    "seed",
+    "episode",
+    "phase",
+    "mean_makespan",
+    "mean_latency",
+    "p95_latency",
+    "failure_rate",
+    "n_tasks",
+    "config_hash",
+    "git_commit",
+    "mecsim_version",
 }
 
 
@@ -59,8 +71,20 @@ def test_tasks_out_has_one_row_per_task(tmp_path):
     ep, tk = pd.read_parquet(out), pd.read_parquet(tasks)
     assert len(tk) == ep["n_tasks"].sum()
     assert tk.groupby("episode").size().tolist() == ep["n_tasks"].tolist()
-    for column in ("episode", "slot", "bs", "task", "size", "subset", "fractions", "latency", "makespan", "failed",
-                   "scheduler", "seed"):
+    for column in (
+        "episode",
+        "slot",
+        "bs",
+        "task",
+        "size",
+        "subset",
+        "fractions",
+        "latency",
+        "makespan",
+        "failed",
+        "scheduler",
+        "seed",
+    ):
         assert column in tk.columns
     assert (tk["scheduler"] == "optimal").all()
     assert tk["slot"].between(0, 2).all()  # 4 slots, 3 of them decided
@@ -78,8 +102,20 @@ def test_same_seed_no_timing_gives_identical_bytes(tmp_path):
     paths = []
     for name in ("a", "b"):
         out, tasks = tmp_path / f"{name}.parquet", tmp_path / f"{name}-tasks.parquet"
-        run_ok("--scheduler", "random", "--episodes", "2", "--seed", "5", "--no-timing", *SMALL,
-               "--out", str(out), "--tasks-out", str(tasks))
+        run_ok(
+            "--scheduler",
+            "random",
+            "--episodes",
+            "2",
+            "--seed",
+            "5",
+            "--no-timing",
+            *SMALL,
+            "--out",
+            str(out),
+            "--tasks-out",
+            str(tasks),
+        )
         paths.append((out, tasks))
     (a, at), (b, bt) = paths
     assert a.read_bytes() == b.read_bytes()
@@ -96,7 +132,10 @@ def test_different_seed_gives_different_results(tmp_path):
     a, b = frames
     assert a["seed"].iloc[0] == 1 and b["seed"].iloc[0] == 2
     assert a["config_hash"].iloc[0] == b["config_hash"].iloc[0]  # same experiment point
-    assert (a["mean_makespan"].iloc[0], a["n_tasks"].iloc[0]) != (b["mean_makespan"].iloc[0], b["n_tasks"].iloc[0])
+    assert (a["mean_makespan"].iloc[0], a["n_tasks"].iloc[0]) != (
+        b["mean_makespan"].iloc[0],
+        b["n_tasks"].iloc[0],
+    )
 
 
 def test_config_file_and_preset_option(tmp_path):
@@ -152,7 +191,9 @@ def test_scheduler_from_a_file_in_the_working_directory(tmp_path, monkeypatch):
         "    def decide(self, obs):\n"
         "        return Decision.to(0, obs.n_servers)\n"
     )
-    run_ok("--scheduler", "cli_user_plugin_mod:First", *SMALL, "--out", "ep.parquet", "--tasks-out", "t.parquet")
+    run_ok(
+        "--scheduler", "cli_user_plugin_mod:First", *SMALL, "--out", "ep.parquet", "--tasks-out", "t.parquet"
+    )
     tk = pd.read_parquet(tmp_path / "t.parquet")
     assert all(list(s) == [True, False, False, False, False] for s in tk["subset"])
     assert (pd.read_parquet(tmp_path / "ep.parquet")["scheduler"] == "cli_user_plugin_mod:First").all()
@@ -161,7 +202,10 @@ def test_scheduler_from_a_file_in_the_working_directory(tmp_path, monkeypatch):
 def test_schedulers_command_lists_plugins():
     result = invoke("schedulers")
     assert result.exit_code == 0
-    for name, target in (("local", "schedulers.local:LocalScheduler"), ("optimal", "schedulers.optimal:OptimalScheduler")):
+    for name, target in (
+        ("local", "schedulers.local:LocalScheduler"),
+        ("optimal", "schedulers.optimal:OptimalScheduler"),
+    ):
         assert any(line.split() == [name, target] for line in result.output.splitlines())
 
 

@@ -1,4 +1,5 @@
 """The event model: FIFO links and edge-server queues, hand-computed latencies, deadline policies."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,10 +4,11 @@ Every random scenario here has the same static shape (3 BSs, 4 task slots, 4 dec
 slots) and the kernels a fixed scan length, so each (flags, allocation rule, policy) is
 compiled once and reused across hypothesis examples.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,14 +19,13 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mecsim.backends import kernel
 from mecsim.arrivals import episode_trace
+from mecsim.backends import kernel, resolve
 from mecsim.config import Scenario
-from mecsim.backends import resolve
 from mecsim.engine import Simulation
+from mecsim.models.slotted_model import SlottedModel
 from mecsim.runner import run
 from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
-from mecsim.models.slotted_model import SlottedModel
 from mecsim.tasklog import TaskLog, episode_metrics
 from schedulers.best_single import BestSingleScheduler, best_single_decide
 from schedulers.local import LocalScheduler, local_decide
@@ -44,13 +44,19 @@ COMBOS = [
     ("drlcoedge", "waterfill", {}),
     ("optimal", "cwa", {"tau_clamp": "always"}),
     ("drlcoedge", "cwa", {"enqueue_failed_work": False}),
-    ("amcoedge", "waterfill", {"makespan_counts_idle": False, "tau_clamp": "always", "enqueue_failed_work": False}),
+    (
+        "amcoedge",
+        "waterfill",
+        {"makespan_counts_idle": False, "tau_clamp": "always", "enqueue_failed_work": False},
+    ),
 ]
 EXAMPLES = settings(max_examples=15, deadline=None)
 
 
 def small(**kw) -> Scenario:
-    base = dict(n_bs=B, tasks_per_slot=N, slots=SLOTS, capacities=(10.0, 20.0, 30.0), rates=(400.0, 450.0, 500.0))
+    base = dict(
+        n_bs=B, tasks_per_slot=N, slots=SLOTS, capacities=(10.0, 20.0, 30.0), rates=(400.0, 450.0, 500.0)
+    )
     return Scenario(**{**base, **kw})
 
 
@@ -100,7 +106,9 @@ class Seen:
     def __call__(self, params, key, state, task, ctx):
         subset, fractions = self.inner(params, key, state, task, ctx)[:2]
         remote = 1.0 - jax.nn.one_hot(task.bs, ctx.n_bs, dtype=task.wait.dtype)
-        seen = jnp.concatenate([state.backlog, state.backlog + state.assigned, remote * state.tau[task.bs], task.wait])
+        seen = jnp.concatenate(
+            [state.backlog, state.backlog + state.assigned, remote * state.tau[task.bs], task.wait]
+        )
         return subset, fractions, seen
 
 
@@ -168,7 +176,9 @@ def replayed(subsets_of, fractions_of=None):
     def make(scenario, episode):
         subsets = subsets_of(episode).astype(float)
         fractions = None if fractions_of is None else fractions_of(episode)
-        return Watch(scenario, decisions=lambda k: Decision(subsets[k], None if fractions is None else fractions[k]))
+        return Watch(
+            scenario, decisions=lambda k: Decision(subsets[k], None if fractions is None else fractions[k])
+        )
 
     return make
 
@@ -222,10 +232,17 @@ def test_explicit_fractions_replayed_match_python(scenario, salt):
 
     def params_of(replicas, logs):
         traces = [r.get_trace() for r in replicas]
-        return (kernel.replay_params(scenario, traces, [subsets], WIDTH), kernel.replay_params(scenario, traces, [fractions], WIDTH))
+        return (
+            kernel.replay_params(scenario, traces, [subsets], WIDTH),
+            kernel.replay_params(scenario, traces, [fractions], WIDTH),
+        )
 
     check_parity(
-        scenario, replayed(lambda e: subsets, lambda e: fractions), kernel.replay_fractions_decide, params_of, episodes=(0,)
+        scenario,
+        replayed(lambda e: subsets, lambda e: fractions),
+        kernel.replay_fractions_decide,
+        params_of,
+        episodes=(0,),
     )
 
 
@@ -289,18 +306,26 @@ def test_random_policy_on_the_kernel():
 def test_runner_engines_agree_and_auto_picks_the_kernel(monkeypatch):
     scenario = small(arrival_prob=0.7, preset="optimal", seed=5)
     python, _ = run(scenario, "optimal", 3, engine="python", timing=False, progress=False, keep_tasks=False)
-    compiled, tasks = run(scenario, "optimal", 3, engine="compiled", timing=False, progress=False, keep_tasks=True)
+    compiled, tasks = run(
+        scenario, "optimal", 3, engine="compiled", timing=False, progress=False, keep_tasks=True
+    )
     assert list(compiled.columns) == list(python.columns)
     for column in python.columns:
         if pd.api.types.is_float_dtype(python[column]) or column == "utilisation":
             got, want = np.stack(compiled[column].to_numpy()), np.stack(python[column].to_numpy())
-            np.testing.assert_allclose(got.astype(float), want.astype(float), rtol=0, atol=TOL, err_msg=column)
+            np.testing.assert_allclose(
+                got.astype(float), want.astype(float), rtol=0, atol=TOL, err_msg=column
+            )
         else:
             assert compiled[column].astype(str).tolist() == python[column].astype(str).tolist(), column
     assert len(tasks) == compiled["n_tasks"].sum()
     calls = []
     real = kernel.CompiledSimulation.run_episodes
-    monkeypatch.setattr(kernel.CompiledSimulation, "run_episodes", lambda self, *a, **k: calls.append(a) or real(self, *a, **k))
+    monkeypatch.setattr(
+        kernel.CompiledSimulation,
+        "run_episodes",
+        lambda self, *a, **k: calls.append(a) or real(self, *a, **k),
+    )
     run(scenario, "local", 3, timing=False, progress=False)
     assert calls and list(calls[0][0]) == [0, 1, 2]  # auto: the kernel, all three episodes in one call
 
@@ -311,7 +336,9 @@ def test_compiled_engine_refuses_what_it_cannot_run():
         run(event, "local", 1, engine="compiled", progress=False)
     plain = small()
     with pytest.raises(SchedulerError, match="no JAX-native form"):  # the rich observation is Python-only
-        run(plain, "amcoedge", 1, engine="compiled", progress=False, scheduler_options={"observation": "rich"})
+        run(
+            plain, "amcoedge", 1, engine="compiled", progress=False, scheduler_options={"observation": "rich"}
+        )
     with pytest.raises(SchedulerError, match="engine 'fast'"):
         run(plain, "local", 1, engine="fast", progress=False)
     assert isinstance(resolve("auto", event, make_scheduler("local", event)), Simulation)
@@ -376,7 +403,9 @@ def test_kernel_training_takes_the_python_paths_steps(name, options):
     from mecsim.backends.kernel.training import KernelTrainer
 
     scenario = learner_scenario()
-    options = dict(learn_start=5, learn_every=2, replace_target_iter=3, memory_size=40, greedy_increment=0.05, **options)
+    options = dict(
+        learn_start=5, learn_every=2, replace_target_iter=3, memory_size=40, greedy_increment=0.05, **options
+    )
     python, metrics = _python_training(scenario, name, options, 4)
     trainer = KernelTrainer(scenario, name, [scenario.seed], options)
     tables = trainer.run(4, timing=False)

@@ -1,5 +1,6 @@
 """The DQN schedulers: action spaces, TD target, target copies, exploration, transitions,
 checkpoints, learning on a tiny scenario, and determinism."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,11 +15,11 @@ from mecsim.allocation import subset_masks
 from mecsim.arrivals import stream
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
-from mecsim.runner import run_episodes
 from mecsim.jaxconfig import x64
 from mecsim.learning import replay
 from mecsim.learning.dqn import DQN, DQNConfig, DQNState, td_loss
 from mecsim.learning.heads import AllSubsets
+from mecsim.runner import run_episodes
 from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation, make_scheduler
 from mecsim.training import train
 
@@ -40,7 +41,9 @@ def scenario_for(n_bs: int, **fields) -> Scenario:
 
 def greedy_eval(scheduler, episodes: int = 5) -> float:
     scheduler.train(False)
-    df, _ = run_episodes(Simulation(TINY, scheduler), "x", episodes, phase="eval", stream_name="evaluation", progress=False)
+    df, _ = run_episodes(
+        Simulation(TINY, scheduler), "x", episodes, phase="eval", stream_name="evaluation", progress=False
+    )
     return float(df["mean_makespan"].mean())
 
 
@@ -48,7 +51,18 @@ def greedy_eval(scheduler, episodes: int = 5) -> float:
 SPEC_31 = (
     [(0,), (1,), (2,), (3,), (4,)]
     + [(0, 1), (0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4), (2, 3), (2, 4), (3, 4)]
-    + [(0, 1, 2), (0, 1, 3), (0, 1, 4), (0, 2, 3), (0, 2, 4), (0, 3, 4), (1, 2, 3), (1, 2, 4), (1, 3, 4), (2, 3, 4)]
+    + [
+        (0, 1, 2),
+        (0, 1, 3),
+        (0, 1, 4),
+        (0, 2, 3),
+        (0, 2, 4),
+        (0, 3, 4),
+        (1, 2, 3),
+        (1, 2, 4),
+        (1, 3, 4),
+        (2, 3, 4),
+    ]
     + [(0, 1, 2, 3), (0, 1, 2, 4), (0, 1, 3, 4), (0, 2, 3, 4), (1, 2, 3, 4)]
     + [(0, 1, 2, 3, 4)]
 )
@@ -155,8 +169,14 @@ def filled_state(dqn: DQN, rows: int = 40, seed: int = 0) -> DQNState:
     agents = np.repeat(np.arange(n), rows).astype(np.int32)
     with x64():
         return jax.jit(DQN.store_rows, static_argnums=0)(
-            dqn, state, agents, np.ones(n * rows, bool), rng.random((n * rows, f)),
-            rng.integers(dqn.n_actions, size=(n * rows, 1)).astype(np.int32), -rng.random(n * rows), rng.random((n * rows, f)),
+            dqn,
+            state,
+            agents,
+            np.ones(n * rows, bool),
+            rng.random((n * rows, f)),
+            rng.integers(dqn.n_actions, size=(n * rows, 1)).astype(np.int32),
+            -rng.random(n * rows),
+            rng.random((n * rows, f)),
         )
 
 
@@ -189,17 +209,26 @@ def test_empty_agent_is_not_updated():
     state = dqn.init(0)
     with x64():
         state = jax.jit(DQN.store_rows, static_argnums=0)(
-            dqn, state, np.zeros(5, np.int32), np.ones(5, bool), np.ones((5, 3)), np.zeros((5, 1), np.int32),
-            -np.ones(5), np.ones((5, 3)),
+            dqn,
+            state,
+            np.zeros(5, np.int32),
+            np.ones(5, bool),
+            np.ones((5, 3)),
+            np.zeros((5, 1), np.int32),
+            -np.ones(5),
+            np.ones((5, 3)),
         )
         after = LEARN(dqn, state, np.int64(1))
     before_kernel = np.asarray(state.params["Dense_0"]["kernel"])
     after_kernel = np.asarray(after.params["Dense_0"]["kernel"])
-    assert not np.array_equal(after_kernel[0], before_kernel[0]) and np.array_equal(after_kernel[1], before_kernel[1])
+    assert not np.array_equal(after_kernel[0], before_kernel[0]) and np.array_equal(
+        after_kernel[1], before_kernel[1]
+    )
 
 
 @pytest.mark.parametrize(
-    "learns, expected", [(0, 0.0), (1, 0.001), (10, 0.01), (500, 0.5), (989, 0.989), (990, 0.99), (5000, 0.99)]
+    "learns, expected",
+    [(0, 0.0), (1, 0.001), (10, 0.01), (500, 0.5), (989, 0.989), (990, 0.99), (5000, 0.99)],
 )
 def test_exploration_schedule(learns, expected):
     with x64():
@@ -210,23 +239,54 @@ def test_replay_samples_with_replacement_from_filled_part_and_wraps_around():
     buffer = replay.empty(1, 10, 2, 1)
     add = jax.jit(replay.add)
     with x64():
-        buffer = add(buffer, np.zeros(6, np.int32), np.ones(6, bool), np.arange(6)[:, None] * np.ones((6, 2)),
-                     np.zeros((6, 1), np.int32), np.zeros(6), np.zeros((6, 2)))
+        buffer = add(
+            buffer,
+            np.zeros(6, np.int32),
+            np.ones(6, bool),
+            np.arange(6)[:, None] * np.ones((6, 2)),
+            np.zeros((6, 1), np.int32),
+            np.zeros(6),
+            np.zeros((6, 2)),
+        )
         (s, _, _, _), active = replay.sample(buffer, jax.random.PRNGKey(0), 64)
         assert bool(active[0])
         drawn = np.asarray(s)[0, :, 0].tolist()
         assert set(drawn) <= set(range(6)) and len(set(drawn)) < 64  # with replacement, filled rows only
-        buffer = add(buffer, np.zeros(7, np.int32), np.ones(7, bool), 100 + np.arange(7)[:, None] * np.ones((7, 2)),
-                     np.zeros((7, 1), np.int32), np.zeros(7), np.zeros((7, 2)))
-    assert sorted(np.asarray(buffer.states)[0, :, 0].tolist()) == [3, 4, 5, 100, 101, 102, 103, 104, 105, 106]  # ring
+        buffer = add(
+            buffer,
+            np.zeros(7, np.int32),
+            np.ones(7, bool),
+            100 + np.arange(7)[:, None] * np.ones((7, 2)),
+            np.zeros((7, 1), np.int32),
+            np.zeros(7),
+            np.zeros((7, 2)),
+        )
+    assert sorted(np.asarray(buffer.states)[0, :, 0].tolist()) == [
+        3,
+        4,
+        5,
+        100,
+        101,
+        102,
+        103,
+        104,
+        105,
+        106,
+    ]  # ring
     assert int(buffer.count[0]) == 13
 
 
 def test_invalid_rows_are_not_stored():
     with x64():
-        buffer = jax.jit(replay.add)(replay.empty(2, 4, 1, 1), np.array([0, 1, 1, 0], np.int32),
-                                     np.array([True, True, False, False]), np.ones((4, 1)), np.zeros((4, 1), np.int32),
-                                     np.zeros(4), np.ones((4, 1)))
+        buffer = jax.jit(replay.add)(
+            replay.empty(2, 4, 1, 1),
+            np.array([0, 1, 1, 0], np.int32),
+            np.array([True, True, False, False]),
+            np.ones((4, 1)),
+            np.zeros((4, 1), np.int32),
+            np.zeros(4),
+            np.ones((4, 1)),
+        )
     assert np.asarray(buffer.count).tolist() == [1, 1]
 
 
@@ -238,14 +298,32 @@ def test_transitions_follow_the_reference_rule():
     bs, task, size = np.array([0, 0, 1]), np.array([0, 2, 1]), np.array([2.5, 3.5, 4.5])
     for slot in (0, 1):
         decision = sched.decide_slot(
-            SlotObservation(time=0.0, slot=slot, bs=bs, task=task, size=size, density=np.full(3, 0.2), backlog=backlog, scenario=sc)
+            SlotObservation(
+                time=0.0,
+                slot=slot,
+                bs=bs,
+                task=task,
+                size=size,
+                density=np.full(3, 0.2),
+                backlog=backlog,
+                scenario=sc,
+            )
         )
         taken = decision.subset
         sched.on_slot_end(
             SlotFeedback(
-                slot=slot, bs=bs, task=task, size=size, density=np.full(3, 0.2), backlog=backlog, subsets=taken,
-                fractions=taken / taken.sum(1, keepdims=True), makespan=np.array([0.1, 0.2, 0.3]),
-                failed=np.zeros(3, bool), reward=np.array([-0.1, -0.2, -0.3]), next_backlog=next_backlog,
+                slot=slot,
+                bs=bs,
+                task=task,
+                size=size,
+                density=np.full(3, 0.2),
+                backlog=backlog,
+                subsets=taken,
+                fractions=taken / taken.sum(1, keepdims=True),
+                makespan=np.array([0.1, 0.2, 0.3]),
+                failed=np.zeros(3, bool),
+                reward=np.array([-0.1, -0.2, -0.3]),
+                next_backlog=next_backlog,
                 next_sizes=np.array([[5.0, 0.0, 0.0], [6.0, 7.0, 0.0]]),
             )
         )
@@ -276,7 +354,17 @@ def test_learning_schedule_counts_slots_across_episodes():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
-    return train(TINY, "amcoedge", 30, seed=TINY.seed, out_dir=out, eval_episodes=3, options=FAST, progress=False, timing=False)
+    return train(
+        TINY,
+        "amcoedge",
+        30,
+        seed=TINY.seed,
+        out_dir=out,
+        eval_episodes=3,
+        options=FAST,
+        progress=False,
+        timing=False,
+    )
 
 
 def test_training_improves_on_the_untrained_policy(trained):
@@ -301,8 +389,14 @@ def test_checkpoint_round_trip_gives_identical_decisions(trained):
     rng = np.random.default_rng(5)
     n = 40
     obs = SlotObservation(
-        0.0, 3, rng.integers(3, size=n), np.arange(n) % 4, rng.uniform(2, 5, n), np.full(n, 0.2),
-        rng.uniform(0, 30, 3), TINY,
+        0.0,
+        3,
+        rng.integers(3, size=n),
+        np.arange(n) % 4,
+        rng.uniform(2, 5, n),
+        np.full(n, 0.2),
+        rng.uniform(0, 30, 3),
+        TINY,
     )
     assert np.array_equal(loaded.decide_slot(obs).subset, trained.scheduler.decide_slot(obs).subset)
     assert leaves_equal(loaded.state.params, trained.scheduler.state.params)
@@ -313,12 +407,17 @@ def test_checkpoint_round_trip_gives_identical_decisions(trained):
 @pytest.mark.parametrize("name", ["smcoedge-topk", "amcoedge"])
 def test_short_training_is_deterministic(name):
     options = dict(FAST, observation="rich") if name == "amcoedge" else FAST
-    runs = [train(TINY.replace(slots=6), name, 5, eval_episodes=1, options=options, progress=False, timing=False) for _ in range(2)]
+    runs = [
+        train(TINY.replace(slots=6), name, 5, eval_episodes=1, options=options, progress=False, timing=False)
+        for _ in range(2)
+    ]
     a, b = (r.episodes.drop(columns=["git_commit"]) for r in runs)
     pd.testing.assert_frame_equal(a, b)
     assert runs[0].scheduler.learn_step > 0
     assert leaves_equal(runs[0].scheduler.state.params, runs[1].scheduler.state.params)
-    other = train(TINY.replace(slots=6), name, 5, seed=2, eval_episodes=0, options=options, progress=False, timing=False)
+    other = train(
+        TINY.replace(slots=6), name, 5, seed=2, eval_episodes=0, options=options, progress=False, timing=False
+    )
     assert not leaves_equal(runs[0].scheduler.state.params, other.scheduler.state.params)
 
 

@@ -1,12 +1,12 @@
 """`mecsim plot`: confidence intervals, the headline verdict, and the figures and table of a finished sweep."""
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import pytest
-
 import pandas as pd
+import pytest
 
 from mecsim.report import plot_experiment
 from mecsim.report.claims import verdict
@@ -53,11 +53,13 @@ def test_t_interval_by_hand():
 
 
 def test_seed_spread_by_hand():
-    rows = pd.DataFrame({
-        "method": ["amcoedge"] * 4 + ["optimal"] * 2,
-        "makespan": [0.20, 0.22, 0.24, 0.30, 0.21, 0.19],
-        "first_makespan": [0.25, 0.22, 0.30, 0.25, 0.21, 0.19],
-    })
+    rows = pd.DataFrame(
+        {
+            "method": ["amcoedge"] * 4 + ["optimal"] * 2,
+            "makespan": [0.20, 0.22, 0.24, 0.30, 0.21, 0.19],
+            "first_makespan": [0.25, 0.22, 0.30, 0.25, 0.21, 0.19],
+        }
+    )
     published = pd.DataFrame({"makespan": [0.22], "first_makespan": [0.25]}, index=["amcoedge"])
     spread = seed_spread(rows, published).set_index("method")
     amc = spread.loc["amcoedge"]
@@ -85,18 +87,29 @@ def test_rerun_metric_and_rows_by_hand(use_reruns):
     # run 0: 10 exploring episodes at 0.30, then 50 at 0.24; run 1: 60 episodes at 0.20 (ties the published value)
     use_reruns({0: [0.30] * 10 + [0.24] * 50, 1: [0.20] * 60})
     runs = rerun_default().set_index("run")
-    assert runs.loc[0, "makespan"] == pytest.approx(0.24) and runs.loc[0, "first_makespan"] == pytest.approx(0.30)
+    assert runs.loc[0, "makespan"] == pytest.approx(0.24) and runs.loc[0, "first_makespan"] == pytest.approx(
+        0.30
+    )
     assert runs.loc[1, "makespan"] == pytest.approx(0.20)
 
-    tagged = pd.DataFrame({"setting": "slotted, own preset", "method": "amcoedge", "seed": [0, 1, 2],
-                           "makespan": [0.25, 0.26, 0.27], "first_makespan": [0.30, 0.30, 0.30]})
+    tagged = pd.DataFrame(
+        {
+            "setting": "slotted, own preset",
+            "method": "amcoedge",
+            "seed": [0, 1, 2],
+            "makespan": [0.25, 0.26, 0.27],
+            "first_makespan": [0.30, 0.30, 0.30],
+        }
+    )
     published = pd.DataFrame({"makespan": [0.20], "first_makespan": [0.25]}, index=["amcoedge"])
     lines: list[str] = []
     spread_section(lines, tagged, ["amcoedge"], published)
     text = "\n".join(lines)
     # mean 0.22, SD of (0.24, 0.20), one of two runs at or below 0.20, gain (0.8 + 1.0) / 2
-    assert ("| reference code rerun, own preset | amcoedge | 2 | 0.2200 | 0.0283 | 0.2000 | 0.2200 | 0.2400 | "
-            "0.2000 | 1 / 2 | 0.900 | 0.800 |") in text
+    assert (
+        "| reference code rerun, own preset | amcoedge | 2 | 0.2200 | 0.0283 | 0.2000 | 0.2200 | 0.2400 | "
+        "0.2000 | 1 / 2 | 0.900 | 0.800 |"
+    ) in text
     # every one of our three seeds is above both runs: the smallest two-sided Mann-Whitney p for 3 against 2
     assert "ours 0.2600 over 3 seeds, the reference code 0.2200 over 2 runs, Mann-Whitney p = 0.20" in text
 
@@ -109,13 +122,32 @@ def test_rerun_metric_and_rows_by_hand(use_reruns):
     "means, word",
     [
         # -28 %, -17 %, -12 % against the baselines, +2 % against optimal: the claim itself
-        ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.72 / 0.83, "smcoedge": 0.72 / 0.88, "optimal": 0.72 / 1.02},
-         "**holds**"),
+        (
+            {
+                "amcoedge": 0.72,
+                "random": 1.0,
+                "drlcoedge": 0.72 / 0.83,
+                "smcoedge": 0.72 / 0.88,
+                "optimal": 0.72 / 1.02,
+            },
+            "**holds**",
+        ),
         # beats everyone and is near optimal, but by 5 % instead of 28 % against random
-        ({"amcoedge": 0.95, "random": 1.0, "drlcoedge": 0.95 / 0.83, "smcoedge": 0.95 / 0.88, "optimal": 0.95 / 1.02},
-         "**holds qualitatively**"),
+        (
+            {
+                "amcoedge": 0.95,
+                "random": 1.0,
+                "drlcoedge": 0.95 / 0.83,
+                "smcoedge": 0.95 / 0.88,
+                "optimal": 0.95 / 1.02,
+            },
+            "**holds qualitatively**",
+        ),
         # loses to SMCoEdge
-        ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.9, "smcoedge": 0.7, "optimal": 0.7}, "**does not hold**"),
+        (
+            {"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.9, "smcoedge": 0.7, "optimal": 0.7},
+            "**does not hold**",
+        ),
         # no SMCoEdge cells
         ({"amcoedge": 0.72, "random": 1.0, "drlcoedge": 0.9, "optimal": 0.7}, "**not assessed**"),
     ],

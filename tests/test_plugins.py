@@ -1,4 +1,5 @@
 """Scheduler plugins: lookup by name or import path, validation of their outputs, the built-in heuristics."""
+
 from __future__ import annotations
 
 import textwrap
@@ -6,11 +7,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from mecsim.models import slotted
 from mecsim.allocation import subset_masks
 from mecsim.arrivals import Trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
+from mecsim.models import slotted
 from mecsim.scheduling import (
     Decision,
     Observation,
@@ -27,8 +28,14 @@ BUILTIN = ["local", "random", "optimal", "best-single"]
 
 
 def tiny(**kw) -> Scenario:
-    base = dict(n_bs=3, capacities=(10.0, 20.0, 30.0), rates=(400.0, 500.0, 400.0), tasks_per_slot=4, slots=3,
-                arrival_prob=0.8)
+    base = dict(
+        n_bs=3,
+        capacities=(10.0, 20.0, 30.0),
+        rates=(400.0, 500.0, 400.0),
+        tasks_per_slot=4,
+        slots=3,
+        arrival_prob=0.8,
+    )
     base.update(kw)
     return Scenario(**base)
 
@@ -39,9 +46,19 @@ def make_obs(scenario, st, b, size=4.0, density=0.2) -> Observation:
     wait, duration, split = slotted.delay_terms(st, b, size, density, p)
     remote = np.arange(scenario.n_bs) != b
     return Observation(
-        time=0.0, slot=0, bs=b, task=0, size=size, density=density,
-        backlog=st.backlog, current_backlog=st.backlog + st.assigned, tx_backlog=remote * st.tau[b],
-        wait=wait, duration=duration, split_duration=split, scenario=scenario,
+        time=0.0,
+        slot=0,
+        bs=b,
+        task=0,
+        size=size,
+        density=density,
+        backlog=st.backlog,
+        current_backlog=st.backlog + st.assigned,
+        tx_backlog=remote * st.tau[b],
+        wait=wait,
+        duration=duration,
+        split_duration=split,
+        scenario=scenario,
         _evaluator=lambda obs, masks, rule: slotted.evaluate_subsets(
             obs.wait, obs.duration, obs.split_duration, masks, rule, p
         ),
@@ -177,14 +194,20 @@ BAD_DECISIONS = [
     ("sum above one", [0.5, 0.5, 0.5], r"summing to 1\.5"),
     ("all zero", [0.0, 0.0, 0.0], r"summing to 0"),
     ("not numeric", "abc", r"abc"),
-    ("outside subset", Decision(np.array([1.0, 0.0, 0.0]), np.array([0.5, 0.5, 0.0])), r"\[0\.5, 0\.5, 0\.0\] outside its subset \[1\.0, 0\.0, 0\.0\]"),
+    (
+        "outside subset",
+        Decision(np.array([1.0, 0.0, 0.0]), np.array([0.5, 0.5, 0.0])),
+        r"\[0\.5, 0\.5, 0\.0\] outside its subset \[1\.0, 0\.0, 0\.0\]",
+    ),
     ("empty subset", Decision(np.zeros(3), None), r"subset \[0\.0, 0\.0, 0\.0\]"),
     ("non 0/1 subset", Decision(np.array([0.5, 1.0, 0.0]), None), r"subset \[0\.5, 1\.0, 0\.0\]"),
     ("subset wrong length", Decision(np.ones(2), None), r"subset \[1.0, 1.0\] of shape \(2,\)"),
 ]
 
 
-@pytest.mark.parametrize("value,pattern", [(v, p) for _, v, p in BAD_DECISIONS], ids=[c[0] for c in BAD_DECISIONS])
+@pytest.mark.parametrize(
+    "value,pattern", [(v, p) for _, v, p in BAD_DECISIONS], ids=[c[0] for c in BAD_DECISIONS]
+)
 def test_engine_rejects_invalid_decisions(value, pattern):
     with pytest.raises(SchedulerError, match=pattern) as info:
         _run(Fixed(tiny(), value), tiny())
@@ -222,15 +245,43 @@ def _eye_rows(n_tasks, n=3):
 
 
 BAD_BATCHES = [
-    ("one row short", lambda k: Decision(_eye_rows(k)[:-1], _eye_rows(k)[:-1]), r"subsets of shape \(\d+, 3\).*need \(\d+, 3\)"),
+    (
+        "one row short",
+        lambda k: Decision(_eye_rows(k)[:-1], _eye_rows(k)[:-1]),
+        r"subsets of shape \(\d+, 3\).*need \(\d+, 3\)",
+    ),
     ("wrong server count", lambda k: Decision(np.ones((k, 2)), None), r"shape \(\d+, 2\)"),
     ("flat vector", lambda k: Decision(np.ones(3), None), r"shape \(3,\)"),
-    ("fractions shape", lambda k: Decision(_eye_rows(k), _eye_rows(k)[:, :2]), r"fractions of shape \(\d+, 2\)"),
-    ("empty subset row", lambda k: Decision(np.vstack([_eye_rows(k)[:-1], np.zeros((1, 3))]), None), r"subset of task \d+ is \[0\.0, 0\.0, 0\.0\]"),
-    ("nan fraction", lambda k: Decision(np.ones((k, 3)), np.full((k, 3), np.nan)), r"task 0 are \[nan, nan, nan\]"),
-    ("bad sum", lambda k: Decision(np.ones((k, 3)), np.full((k, 3), 0.5)), r"task 0 are \[0\.5, 0\.5, 0\.5\]"),
-    ("outside subset", lambda k: Decision(_eye_rows(k), np.full((k, 3), 1 / 3)), r"task 0 .*for subset \[1\.0, 0\.0, 0\.0\]"),
-    ("negative", lambda k: Decision(np.ones((k, 3)), np.tile([-0.5, 1.0, 0.5], (k, 1))), r"\[-0\.5, 1\.0, 0\.5\]"),
+    (
+        "fractions shape",
+        lambda k: Decision(_eye_rows(k), _eye_rows(k)[:, :2]),
+        r"fractions of shape \(\d+, 2\)",
+    ),
+    (
+        "empty subset row",
+        lambda k: Decision(np.vstack([_eye_rows(k)[:-1], np.zeros((1, 3))]), None),
+        r"subset of task \d+ is \[0\.0, 0\.0, 0\.0\]",
+    ),
+    (
+        "nan fraction",
+        lambda k: Decision(np.ones((k, 3)), np.full((k, 3), np.nan)),
+        r"task 0 are \[nan, nan, nan\]",
+    ),
+    (
+        "bad sum",
+        lambda k: Decision(np.ones((k, 3)), np.full((k, 3), 0.5)),
+        r"task 0 are \[0\.5, 0\.5, 0\.5\]",
+    ),
+    (
+        "outside subset",
+        lambda k: Decision(_eye_rows(k), np.full((k, 3), 1 / 3)),
+        r"task 0 .*for subset \[1\.0, 0\.0, 0\.0\]",
+    ),
+    (
+        "negative",
+        lambda k: Decision(np.ones((k, 3)), np.tile([-0.5, 1.0, 0.5], (k, 1))),
+        r"\[-0\.5, 1\.0, 0\.5\]",
+    ),
 ]
 
 
@@ -261,7 +312,9 @@ def _brute_force(obs, scenario):
     p = slotted.SlottedParams.from_scenario(scenario)
     best, best_span, best_x = None, np.inf, None
     for k, mask in enumerate(subset_masks(scenario.n_bs)):
-        x, span = slotted.evaluate_subsets(obs.wait, obs.duration, obs.split_duration, mask[None], scenario.allocation, p)
+        x, span = slotted.evaluate_subsets(
+            obs.wait, obs.duration, obs.split_duration, mask[None], scenario.allocation, p
+        )
         if span[0] < best_span - 1e-12:
             best, best_span, best_x = k, span[0], x[0]
     return best, best_span, best_x
@@ -306,8 +359,12 @@ def test_optimal_ties_go_to_the_lowest_enumeration_index():
     spans = np.array([3.0, 2.0, 2.5, 1.0, 1.5, 1.0, 1.0])  # subsets 3, 5 and 6 tie at the minimum
     fractions = subset_masks(3) / subset_masks(3).sum(axis=1, keepdims=True)
     obs = make_obs(sc, state([0.0, 0.0, 0.0]), 0)
-    obs = Observation(**{**{f: getattr(obs, f) for f in Observation.__dataclass_fields__},
-                         "_evaluator": lambda o, masks, rule: (fractions, spans)})
+    obs = Observation(
+        **{
+            **{f: getattr(obs, f) for f in Observation.__dataclass_fields__},
+            "_evaluator": lambda o, masks, rule: (fractions, spans),
+        }
+    )
     decision = make_scheduler("optimal", sc).decide(obs)
     np.testing.assert_array_equal(decision.subset, [1.0, 1.0, 0.0])
 
@@ -362,7 +419,9 @@ def test_random_picks_local_plus_one_and_is_seeded():
     sc = tiny(arrival_prob=1.0, slots=6)
 
     def run(seed):
-        return Simulation(sc, make_scheduler("random", sc, rng=np.random.default_rng(seed))).run_episode(0).log
+        return (
+            Simulation(sc, make_scheduler("random", sc, rng=np.random.default_rng(seed))).run_episode(0).log
+        )
 
     a, b, c = run(11), run(11), run(12)
     assert np.all(a.subset[np.arange(len(a)), a.bs])  # the arrival BS always takes part

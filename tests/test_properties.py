@@ -1,4 +1,5 @@
 """Whole-episode invariants of the slotted engine over random tiny scenarios and random valid schedulers."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The README's plugin example runs as printed, through the CLI, from a user's own file."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,18 @@ def test_readme_example_runs_from_a_users_file(tmp_path, monkeypatch):
     for cls in ("LeastLoadedPair", "HalfAndHalf"):
         result = runner.invoke(
             main,
-            ["run", "--scheduler", f"least_loaded_pair:{cls}", "--episodes", "2", *SMALL,
-             "--out", f"{cls}.parquet", "--tasks-out", f"{cls}-tasks.parquet"],
+            [
+                "run",
+                "--scheduler",
+                f"least_loaded_pair:{cls}",
+                "--episodes",
+                "2",
+                *SMALL,
+                "--out",
+                f"{cls}.parquet",
+                "--tasks-out",
+                f"{cls}-tasks.parquet",
+            ],
         )
         assert result.exit_code == 0, result.output
         tasks = pd.read_parquet(tmp_path / f"{cls}-tasks.parquet")

@@ -1,4 +1,5 @@
 """The published runs given their start: the start-end line, its prediction interval, and the table and figure."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ import pandas as pd
 import pytest
 
 from mecsim.report.figures import start_end_figure
-from mecsim.report.table import start_section
 from mecsim.report.stats import predict_from_start
+from mecsim.report.table import start_section
 from mecsim.sweep import load_experiment
 
 T_975_2DOF = 4.302652729911275
@@ -21,8 +22,12 @@ def test_prediction_by_hand():
     # x mean 1.5, Sxx 5, Sxy 6.5: slope 1.3, intercept -0.2; residuals 0.2, -0.1, -0.4, 0.3: SSE 0.30, s² 0.15
     fit = predict_from_start(np.array([0.0, 1, 2, 3]), np.array([0.0, 1, 2, 4]), 4.0)
     se = math.sqrt(0.15 * (1 + 1 / 4 + 2.5**2 / 5))
-    assert (fit.runs, fit.slope, fit.intercept, fit.predicted) == (4, pytest.approx(1.3), pytest.approx(-0.2),
-                                                                    pytest.approx(5.0))
+    assert (fit.runs, fit.slope, fit.intercept, fit.predicted) == (
+        4,
+        pytest.approx(1.3),
+        pytest.approx(-0.2),
+        pytest.approx(5.0),
+    )
     assert fit.se == pytest.approx(se)
     assert (fit.low, fit.high) == (pytest.approx(5.0 - T_975_2DOF * se), pytest.approx(5.0 + T_975_2DOF * se))
     assert fit.r == pytest.approx(6.5 / math.sqrt(5 * 8.75))
@@ -49,8 +54,16 @@ ENDS = [2 * x + r for x, r in zip(STARTS, [1, -1, -1, 1, 0, 0])]
 
 
 def learner_rows(method: str, starts: list[float], ends: list[float]) -> pd.DataFrame:
-    return pd.DataFrame({"setting": "slotted, own preset", "method": method, "method_kind": "learner",
-                         "seed": range(len(starts)), "first_makespan": starts, "makespan": ends})
+    return pd.DataFrame(
+        {
+            "setting": "slotted, own preset",
+            "method": method,
+            "method_kind": "learner",
+            "seed": range(len(starts)),
+            "first_makespan": starts,
+            "makespan": ends,
+        }
+    )
 
 
 # The same six as AMCoEdge reruns of the reference code: 10 exploring episodes at the start, 50 at the end.
@@ -59,17 +72,22 @@ RERUNS = {run: [start] * 10 + [end] * 50 for run, (start, end) in enumerate(zip(
 
 def test_start_section_by_hand(use_reruns):
     use_reruns(RERUNS)
-    published = pd.DataFrame({"makespan": [5.0, 1.0], "first_makespan": [2.5, 2.5]}, index=["amcoedge", "drlcoedge"])
-    tagged = pd.concat([learner_rows("amcoedge", STARTS, ENDS),
-                        learner_rows("drlcoedge", STARTS[:5], ENDS[:5])])  # 5 seeds: too few for a line
+    published = pd.DataFrame(
+        {"makespan": [5.0, 1.0], "first_makespan": [2.5, 2.5]}, index=["amcoedge", "drlcoedge"]
+    )
+    tagged = pd.concat(
+        [learner_rows("amcoedge", STARTS, ENDS), learner_rows("drlcoedge", STARTS[:5], ENDS[:5])]
+    )  # 5 seeds: too few for a line
     lines: list[str] = []
     start_section(lines, tagged, ["amcoedge", "drlcoedge"], published)
     text = "\n".join(lines)
     half = T_975_4DOF * math.sqrt(1 + 1 / 6)  # at the mean start, s = 1
     r = 35 / math.sqrt(17.5 * 74)
     for source in ("ours", "reference code"):
-        assert (f"| amcoedge | {source} | 6 | 0.0000–5.0000 | 2.00 | {r:.2f} | 2.5000 | "
-                f"5.0000 ({5 - half:.4f}–{5 + half:.4f}) | 5.0000 | 1.00 |") in text
+        assert (
+            f"| amcoedge | {source} | 6 | 0.0000–5.0000 | 2.00 | {r:.2f} | 2.5000 | "
+            f"5.0000 ({5 - half:.4f}–{5 + half:.4f}) | 5.0000 | 1.00 |"
+        ) in text
     assert "drlcoedge" not in text
 
     lines = []
@@ -95,12 +113,18 @@ presets = ["own"]
 """)
     exp = load_experiment(path)
     cells = exp.cells()
-    summary = pd.DataFrame({
-        "cell_id": [c.cell_id for c in cells], "method": "amcoedge", "method_kind": "learner",
-        "preset": "amcoedge", "model": "slotted", "seed": [c.scenario.seed for c in cells],
-        "makespan": [0.22 + 0.01 * c.scenario.seed for c in cells],
-        "first_makespan": [0.24 + 0.005 * c.scenario.seed for c in cells],
-    })
+    summary = pd.DataFrame(
+        {
+            "cell_id": [c.cell_id for c in cells],
+            "method": "amcoedge",
+            "method_kind": "learner",
+            "preset": "amcoedge",
+            "model": "slotted",
+            "seed": [c.scenario.seed for c in cells],
+            "makespan": [0.22 + 0.01 * c.scenario.seed for c in cells],
+            "first_makespan": [0.24 + 0.005 * c.scenario.seed for c in cells],
+        }
+    )
     written = start_end_figure(summary, exp.memberships(cells), exp, tmp_path)
     assert sorted(p.name for p in written) == ["start-end.png", "start-end.svg"]
     assert all(p.stat().st_size > 0 for p in written)

@@ -1,4 +1,5 @@
 """The slotted delay model: hand-computed tasks, each reference quirk under its flag, the slot fast path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mecsim.models import slotted
 from mecsim.arrivals import Trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
+from mecsim.models import slotted
 from mecsim.scheduling import Decision, Scheduler
 
 # Two BSs: f = (10, 20) GHz, r = (400, 500) Mbit/s. A task d = 4 Mbit, rho = 0.2 Gcycles/Mbit
@@ -37,7 +38,9 @@ def state(backlog=(0.0, 0.0), assigned=(0.0, 0.0), tau=(0.0, 0.0)) -> slotted.Sl
 
 
 def run_task(st_, b, subset, fractions, p, size=D, density=RHO):
-    return slotted.apply_task(st_, b, size, density, np.asarray(subset, float), np.asarray(fractions, float), p)
+    return slotted.apply_task(
+        st_, b, size, density, np.asarray(subset, float), np.asarray(fractions, float), p
+    )
 
 
 # -- delay terms ----------------------------------------------------------------------------------
@@ -59,7 +62,11 @@ def test_delay_terms_broadcast_over_tasks():
     b = np.array([0, 1])
     sizes, dens = np.array([4.0, 2.0]), np.array([0.2, 0.3])
     batched = slotted.delay_terms(
-        slotted.SlotState(np.tile(s.backlog, (2, 1)), np.tile(s.assigned, (2, 1)), np.tile(s.tau, (2, 1))), b, sizes, dens, p
+        slotted.SlotState(np.tile(s.backlog, (2, 1)), np.tile(s.assigned, (2, 1)), np.tile(s.tau, (2, 1))),
+        b,
+        sizes,
+        dens,
+        p,
     )
     for k in range(2):
         one = slotted.delay_terms(s, int(b[k]), sizes[k], dens[k], p)
@@ -218,7 +225,9 @@ def test_failed_work_dropped_when_not_enqueued():
 def test_deadline_exactly_met_is_not_a_failure():
     # W_0 = 0.92, D_0 = 0.08: exactly 1.0 in binary? use values that are exact: d=2, rho=0.25, f=10 -> 0.05
     p = params(deadline=1.0)
-    _, span, failed, reward = run_task(state(backlog=(9.5, 0.0)), 0, LOCAL0, LOCAL0, p, size=2.0, density=0.25)
+    _, span, failed, reward = run_task(
+        state(backlog=(9.5, 0.0)), 0, LOCAL0, LOCAL0, p, size=2.0, density=0.25
+    )
     assert span == 1.0
     assert not failed
     assert reward == -1.0
@@ -412,8 +421,14 @@ def slot_batches(draw):
     deadline = draw(st.sampled_from([0.1, 0.5, 1.0]))
     idle = draw(st.booleans())
     sc = Scenario(
-        n_bs=n, capacities=caps, rates=rates, preset=preset, deadline=deadline,
-        variant={"makespan_counts_idle": idle}, tasks_per_slot=2, slots=2,
+        n_bs=n,
+        capacities=caps,
+        rates=rates,
+        preset=preset,
+        deadline=deadline,
+        variant={"makespan_counts_idle": idle},
+        tasks_per_slot=2,
+        slots=2,
     )
     k = draw(st.integers(1, 8))
     b = np.array(draw(st.lists(st.integers(0, n - 1), min_size=k, max_size=k)))
@@ -441,7 +456,11 @@ def _check_slot_against_loop(batch, exact: bool):
     if fast is None:
         assert p.variant.tau_clamp != "none"
         return
-    cmp = np.testing.assert_array_equal if exact else (lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15))
+    cmp = (
+        np.testing.assert_array_equal
+        if exact
+        else (lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-15))
+    )
     cmp(fast[0].backlog, slow[0].backlog)
     cmp(fast[0].assigned, slow[0].assigned)
     cmp(fast[0].tau, slow[0].tau)
@@ -483,7 +502,9 @@ def test_apply_slot_returns_none_when_a_tau_clamp_would_bind():
     subsets = np.ones((3, 2))
     fractions = np.full((3, 2), 0.5)
     # the remote halves upload 0.4 s each: 0.4, 0.8, then 1.2 which the split branch clamps
-    two = slotted.apply_slot(slotted.initial_state(2), b[:2], sizes[:2], dens[:2], subsets[:2], fractions[:2], p)
+    two = slotted.apply_slot(
+        slotted.initial_state(2), b[:2], sizes[:2], dens[:2], subsets[:2], fractions[:2], p
+    )
     assert two is not None
     np.testing.assert_allclose(two[0].tau, [0.8, 0.0])
     assert slotted.apply_slot(slotted.initial_state(2), b, sizes, dens, subsets, fractions, p) is None
@@ -502,6 +523,12 @@ def test_apply_slot_returns_none_when_a_tau_clamp_would_bind():
 def test_apply_slot_declines_when_failed_work_is_dropped():
     p = params(variant={"enqueue_failed_work": False})
     out = slotted.apply_slot(
-        slotted.initial_state(2), np.array([0]), np.array([4.0]), np.array([0.2]), LOCAL0[None], LOCAL0[None], p
+        slotted.initial_state(2),
+        np.array([0]),
+        np.array([4.0]),
+        np.array([0.2]),
+        LOCAL0[None],
+        LOCAL0[None],
+        p,
     )
     assert out is None

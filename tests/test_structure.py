@@ -1,4 +1,5 @@
 """The code's shape: small modules, no import cycles, each accounting flag named where it is defined and used."""
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("mecsim", "schedulers")
 MAX_LINES = 500
 ACCOUNTING_FLAGS = (
-    "wait_clip_to_deadline", "local_wait_includes_tau", "local_upload_in_split", "tau_counts_local", "tau_clamp",
-    "makespan_counts_idle", "enqueue_failed_work",
+    "wait_clip_to_deadline",
+    "local_wait_includes_tau",
+    "local_upload_in_split",
+    "tau_counts_local",
+    "tau_clamp",
+    "makespan_counts_idle",
+    "enqueue_failed_work",
 )
 # where the flags are defined (config) and where the equations read them (the slotted accounting; the
 # event model's decision-time estimate, which does not count idle servers)
@@ -65,7 +71,9 @@ def test_no_import_cycle_between_project_modules():
         colour[node] = 1
         for target in sorted(graph[node]):
             if colour.get(target) == 1:
-                cycle.extend(stack[stack.index(target):] + [node, target] if target in stack else [node, target])
+                cycle.extend(
+                    stack[stack.index(target) :] + [node, target] if target in stack else [node, target]
+                )
                 return True
             if colour.get(target) is None and visit(target, stack + [node]):
                 return True

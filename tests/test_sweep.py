@@ -1,4 +1,5 @@
 """Sweeps: grid expansion, cell identity, resume after an interruption, the dataset schema, Dask runs."""
+
 from __future__ import annotations
 
 import json
@@ -61,9 +62,31 @@ x = [50, 90]
 TINY_CELLS = 2 * (5 + 3 + 3)
 
 REQUIRED_COLUMNS = {
-    "experiment", "sweep", "swept_value", "sweeps", "cell_id", "method", "method_kind", "engine", "scheduler",
-    "model", "preset", "seed", "episode", "phase", "mean_makespan", "failure_rate", "n_tasks", "capacities",
-    "deadline", "arrival_prob", "tasks_per_slot", "variant.tau_clamp", "mecsim_version", "git_commit", "config_hash",
+    "experiment",
+    "sweep",
+    "swept_value",
+    "sweeps",
+    "cell_id",
+    "method",
+    "method_kind",
+    "engine",
+    "scheduler",
+    "model",
+    "preset",
+    "seed",
+    "episode",
+    "phase",
+    "mean_makespan",
+    "failure_rate",
+    "n_tasks",
+    "capacities",
+    "deadline",
+    "arrival_prob",
+    "tasks_per_slot",
+    "variant.tau_clamp",
+    "mecsim_version",
+    "git_commit",
+    "config_hash",
 }
 
 
@@ -88,7 +111,9 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 # -- grid expansion ------------------------------------------------------------------------------
 def test_seeds_grid_extends_the_paper_default_point():
     cells = load_experiment("seeds").cells()
-    assert len(cells) == 16 * (5 * 2 - 1)  # 5 methods x (common, own), AMCoEdge's own preset is the common one
+    assert len(cells) == 16 * (
+        5 * 2 - 1
+    )  # 5 methods x (common, own), AMCoEdge's own preset is the common one
     assert {c.scenario.seed for c in cells} == set(range(16))
     paper = load_experiment("paper")
     default = set(paper.memberships(paper.cells()).query("sweep == 'default'")["cell_id"])
@@ -105,8 +130,15 @@ def test_paper_grid_counts_and_values():
     assert len(cells) == 3 * (31 * 7 + 4 + 7)
     assert {c.scenario.seed for c in cells} == {0, 1, 2}
     episodes = {c.method: c.episodes for c in cells}
-    assert episodes == {"random": 50, "optimal": 50, "local": 50, "best-single": 50,
-                        "amcoedge": 500, "smcoedge": 300, "drlcoedge": 400}
+    assert episodes == {
+        "random": 50,
+        "optimal": 50,
+        "local": 50,
+        "best-single": 50,
+        "amcoedge": 500,
+        "smcoedge": 300,
+        "drlcoedge": 400,
+    }
     assert {c.method for c in cells if c.learner} == {"amcoedge", "smcoedge", "drlcoedge"}
     assert {c.engine for c in cells} == {"auto"}  # event cells fall back to the Python path by themselves
     # a per-method engine overrides the [run] engine
@@ -115,9 +147,12 @@ def test_paper_grid_counts_and_values():
     members = exp.memberships(cells)
     deadline_ids = set(members.loc[members["sweep"] == "deadline", "cell_id"])
     by_id = {c.cell_id: c for c in cells}
-    assert sorted({by_id[i].scenario.deadline for i in deadline_ids}) == pytest.approx([i / 10 for i in range(1, 11)])
-    assert sorted({by_id[i].scenario.tasks_per_slot for i in members.loc[members.sweep == "tasks_per_slot", "cell_id"]}) \
-        == list(range(10, 101, 10))
+    assert sorted({by_id[i].scenario.deadline for i in deadline_ids}) == pytest.approx(
+        [i / 10 for i in range(1, 11)]
+    )
+    assert sorted(
+        {by_id[i].scenario.tasks_per_slot for i in members.loc[members.sweep == "tasks_per_slot", "cell_id"]}
+    ) == list(range(10, 101, 10))
     caps = {by_id[i].scenario.capacities for i in members.loc[members.sweep == "capacity", "cell_id"]}
     assert caps == {(10, 15, 20, 25, 30), (10, 20, 30, 40, 50), (10, 25, 40, 55, 70), (10, 30, 50, 70, 90)}
     assert sorted(members.loc[members.sweep == "capacity", "swept_value"].unique()) == [30, 50, 70, 90]
@@ -126,14 +161,25 @@ def test_paper_grid_counts_and_values():
     assert {c.scenario.preset for c in sweep_cells if "convergence" not in c.sweeps} == {"amcoedge"}
     default = [by_id[i] for i in members.loc[members.sweep == "default", "cell_id"]]
     assert {(c.method, c.scenario.preset) for c in default if c.scenario.model == "slotted"} >= {
-        ("random", "randcoedge"), ("optimal", "optimal"), ("smcoedge", "smcoedge"), ("drlcoedge", "drlcoedge"),
-        ("amcoedge", "amcoedge"), ("local", "amcoedge"),
+        ("random", "randcoedge"),
+        ("optimal", "optimal"),
+        ("smcoedge", "smcoedge"),
+        ("drlcoedge", "drlcoedge"),
+        ("amcoedge", "amcoedge"),
+        ("local", "amcoedge"),
     }
     assert {c.method for c in default if c.scenario.model == "event"} == set(exp.methods)
     # the default point lies on every sweep and is computed once
     amc = [c for c in cells if c.method == "amcoedge" and c.scenario == Scenario(seed=0)]
     assert len(amc) == 1
-    assert set(amc[0].sweeps) == {"default", "convergence", "deadline", "arrival_prob", "tasks_per_slot", "capacity"}
+    assert set(amc[0].sweeps) == {
+        "default",
+        "convergence",
+        "deadline",
+        "arrival_prob",
+        "tasks_per_slot",
+        "capacity",
+    }
 
 
 def test_tiny_grid_and_event_experiment(tiny: Path):
@@ -170,13 +216,26 @@ def test_cell_hash_is_stable_across_processes(tiny: Path):
 
 
 def test_cell_hash_changes_with_anything_that_changes_the_output():
-    base = Cell("x", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("default", float("nan"))])
+    base = Cell(
+        "x", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("default", float("nan"))]
+    )
     variants = [
         Cell("x", Scenario(seed=1), "random", "random", 50, False, 10, {}, "python", False),
         Cell("x", Scenario(deadline=0.5), "random", "random", 50, False, 10, {}, "python", False),
         Cell("x", Scenario(preset="randcoedge"), "random", "random", 50, False, 10, {}, "python", False),
         Cell("x", Scenario(model="event"), "random", "random", 50, False, 10, {}, "python", False),
-        Cell("x", Scenario(variant={"tau_clamp": "none"}), "random", "random", 50, False, 10, {}, "python", False),
+        Cell(
+            "x",
+            Scenario(variant={"tau_clamp": "none"}),
+            "random",
+            "random",
+            50,
+            False,
+            10,
+            {},
+            "python",
+            False,
+        ),
         Cell("x", Scenario(), "optimal", "optimal", 50, False, 10, {}, "python", False),
         Cell("x", Scenario(), "random", "random", 51, False, 10, {}, "python", False),
         Cell("x", Scenario(), "random", "random", 50, False, 10, {"k": 1}, "python", False),
@@ -187,7 +246,9 @@ def test_cell_hash_changes_with_anything_that_changes_the_output():
     assert len(ids) == 1 + len(variants)
     # labels and the experiment name are not part of the identity; eval episodes only matter for learners
     same = [
-        Cell("other", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("deadline", 1.0)]),
+        Cell(
+            "other", Scenario(), "random", "random", 50, False, 10, {}, "python", False, [("deadline", 1.0)]
+        ),
         Cell("x", Scenario(), "random", "random", 50, False, 3, {}, "python", False),
     ]
     assert all(c.cell_id == base.cell_id for c in same)
@@ -241,8 +302,10 @@ def test_membership_changes_relabel_finished_parts(client, tiny: Path, tmp_path:
     quiet = dict(client=client, progress=False, echo=lambda *_: None)
     exp = load_experiment(tiny)
     few = tmp_path / "few.toml"
-    few.write_text(TINY.split("[[sweep]]\nname = \"deadline\"")[0].replace('presets = ["common", "own"]', ""))
-    few_report = run_sweep(few, results_dir=tmp_path, **quiet)  # same name "tiny": default point, common preset only
+    few.write_text(TINY.split('[[sweep]]\nname = "deadline"')[0].replace('presets = ["common", "own"]', ""))
+    few_report = run_sweep(
+        few, results_dir=tmp_path, **quiet
+    )  # same name "tiny": default point, common preset only
     assert len(few_report.computed) == 6
     report = run_sweep(exp, results_dir=tmp_path, **quiet)
     assert len(report.computed) == TINY_CELLS - 6
@@ -260,8 +323,12 @@ def _fails_for_optimal(payload):
 
 def _dies_once(payload):
     marker = Path(payload["_marker_dir"]) / payload["cell_id"]
-    if payload["method"] == "random" and payload["scenario"]["deadline"] < 0.1 and payload["scenario"]["seed"] == 0 \
-            and not marker.exists():
+    if (
+        payload["method"] == "random"
+        and payload["scenario"]["deadline"] < 0.1
+        and payload["scenario"]["seed"] == 0
+        and not marker.exists()
+    ):
         marker.write_text("died")
         os._exit(1)  # the worker process dies in the middle of the cell
     return compute_cell(payload)
@@ -286,8 +353,9 @@ def test_a_lost_worker_is_retried_and_reported(client, tiny: Path, tmp_path: Pat
 
     original = sweep.Cell.payload
     monkeypatch.setattr(sweep.Cell, "payload", lambda self: {**original(self), "_marker_dir": str(tmp_path)})
-    report = run_sweep(tiny, results_dir=tmp_path, client=client, cell_fn=_dies_once, progress=False,
-                       echo=lambda *_: None)
+    report = run_sweep(
+        tiny, results_dir=tmp_path, client=client, cell_fn=_dies_once, progress=False, echo=lambda *_: None
+    )
     assert report.ok and len(report.computed) == TINY_CELLS
     died = {p.name for p in tmp_path.iterdir() if len(p.name) == 16}
     assert len(died) == 1  # random at deadline 0.05, seed 0
@@ -395,7 +463,11 @@ def test_batched_sweep_matches_cells_run_alone_and_resumes_bit_identically(clien
 
     # a batch with one part lost runs again whole, writes only the missing part, bit-identical
     out = tmp_path / "batched" / "batched"
-    amc = sorted(reference.loc[(reference["method"] == "amcoedge") & (reference["model"] == "slotted"), "cell_id"].unique())
+    amc = sorted(
+        reference.loc[
+            (reference["method"] == "amcoedge") & (reference["model"] == "slotted"), "cell_id"
+        ].unique()
+    )
     victim = amc[1]
     part_path(out, victim).unlink()
     resumed = run_sweep(path, results_dir=tmp_path / "batched", **quiet)

@@ -1,4 +1,5 @@
 """`mecsim.training.train` on the compiled kernel and the Python path: same outputs, clear refusals."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,13 +8,17 @@ from mecsim.config import Scenario
 from mecsim.scheduling import SchedulerError, make_scheduler
 from mecsim.training import train
 
-TINY = Scenario(n_bs=3, capacities=(10, 20, 30), rates=(400, 450, 500), tasks_per_slot=4, slots=6, arrival_prob=0.5)
+TINY = Scenario(
+    n_bs=3, capacities=(10, 20, 30), rates=(400, 450, 500), tasks_per_slot=4, slots=6, arrival_prob=0.5
+)
 FAST = {"learn_start": 2, "learn_every": 1, "batch_size": 4}
 
 
 @pytest.mark.parametrize("engine", ["compiled", "python"])
 def test_train_writes_online_and_eval_rows_and_a_loadable_checkpoint(tmp_path, engine):
-    result = train(TINY, "amcoedge", 4, out_dir=tmp_path, eval_episodes=2, options=FAST, engine=engine, timing=False)
+    result = train(
+        TINY, "amcoedge", 4, out_dir=tmp_path, eval_episodes=2, options=FAST, engine=engine, timing=False
+    )
     phases = result.episodes["phase"].tolist()
     assert phases == ["online"] * 4 + ["eval"] * 2
     assert result.episodes["n_tasks"].gt(0).all()
@@ -61,7 +66,9 @@ def test_replicas_of_different_size_train_together_as_they_train_alone():
         TINY.replace(seed=1, tasks_per_slot=2, deadline=0.05),
         TINY.replace(seed=2, tasks_per_slot=3, arrival_prob=0.9),
     ]
-    together = train_many(scenarios, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False)
+    together = train_many(
+        scenarios, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False
+    )
     for sc, result in zip(scenarios, together):
         alone = train(sc, "amcoedge", 4, eval_episodes=2, options=FAST, engine="compiled", timing=False)
         _assert_tables_close(result.episodes, alone.episodes)

@@ -9,9 +9,11 @@
 `resolve` picks the episode engine and `resolve_trainer` the training loop. JAX is imported
 only when the kernel may run.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..config import Scenario
 from ..engine import Simulation
@@ -101,7 +103,9 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     from .kernel.shape import Spec
     from .kernel.simulation import jax_policy_of
 
-    schedulers = [make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **options) for sc in scenarios]
+    schedulers = [
+        make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **options) for sc in scenarios
+    ]
     policies = [jax_policy_of(s) for s in schedulers]
     shared = policies[0]
     same = all(

@@ -5,6 +5,7 @@ Schedulers build theirs from ``--option key=value`` pairs with `LearnerConfig.fr
 which refuses an unknown option or an invalid value with a message naming the scheduler,
 the option, the value and what is allowed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,7 +21,7 @@ class LearnerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     @classmethod
-    def from_options(cls, scheduler: str, options: dict[str, Any]) -> "LearnerConfig":
+    def from_options(cls, scheduler: str, options: dict[str, Any]) -> LearnerConfig:
         """Build from option pairs (values may be strings, as typed on the command line)."""
         try:
             return cls.model_validate(dict(options))

@@ -18,6 +18,7 @@ vmapped over replicas (`mecsim.backends.kernel.training`): both take the same st
   replace_target_iter == 0`` (checked before the update, so the first learn copies); one
   minibatch per agent sampled with replacement; the reference loss `td_loss`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -168,9 +169,20 @@ class DQN:
     def init(self, seed: int) -> DQNState:
         """Initial state (host arrays): nets from the seed's "jax" streams (one per agent), empty buffers."""
         cfg = self.config
-        keys = np.stack([np.asarray(jax.random.PRNGKey(stream_seed(seed, "jax", agent))) for agent in range(self.n_agents)])
-        init = normal_initialiser(tuple(cfg.hidden), self.n_actions, float(cfg.init_std), float(cfg.bias_init),
-                                  self.n_features, float(cfg.lr))
+        keys = np.stack(
+            [
+                np.asarray(jax.random.PRNGKey(stream_seed(seed, "jax", agent)))
+                for agent in range(self.n_agents)
+            ]
+        )
+        init = normal_initialiser(
+            tuple(cfg.hidden),
+            self.n_actions,
+            float(cfg.init_std),
+            float(cfg.bias_init),
+            self.n_features,
+            float(cfg.lr),
+        )
         params, target, opt_state = init(keys)
         return DQNState(
             params=params,
@@ -191,7 +203,11 @@ class DQN:
         picked per entry (B x N rows instead of B agents x width entries)."""
         n_bs = self.n_agents
         rows = jnp.where(slot.valid, slot.bs, n_bs)  # padding: out of range, dropped
-        sizes = jnp.zeros((n_bs, n_tasks), jnp.float32).at[rows, slot.task].set(slot.size.astype(jnp.float32), mode="drop")
+        sizes = (
+            jnp.zeros((n_bs, n_tasks), jnp.float32)
+            .at[rows, slot.task]
+            .set(slot.size.astype(jnp.float32), mode="drop")
+        )
         queues = jnp.broadcast_to(backlog.astype(jnp.float32), (n_bs, n_tasks, n_bs))
         x = jnp.concatenate([sizes[..., None], queues], axis=-1)  # (B, N, F)
         q_grid = jax.vmap(self.apply)(net, x)  # (B, N, A)
@@ -204,7 +220,9 @@ class DQN:
         actions = self.head.greedy(q)
         if explore:
             random = self.head.random(k_random, n)
-            explore_mask = jax.random.uniform(k_explore, (n,)) >= greedy_prob  # reference: uniform < ε → greedy
+            explore_mask = (
+                jax.random.uniform(k_explore, (n,)) >= greedy_prob
+            )  # reference: uniform < ε → greedy
             actions = jnp.where(explore_mask[:, None], random, actions)
         return actions
 
@@ -222,8 +240,19 @@ class DQN:
         return self.head.subsets(actions, agents), actions.astype(jnp.int32)
 
     # -- transitions -------------------------------------------------------------------------------
-    def store_slot(self, state: DQNState, actions, rewards, slot: SlotTasks, backlog, next_backlog, grid, next_first,
-                   t, n_tasks) -> DQNState:
+    def store_slot(
+        self,
+        state: DQNState,
+        actions,
+        rewards,
+        slot: SlotTasks,
+        backlog,
+        next_backlog,
+        grid,
+        next_first,
+        t,
+        n_tasks,
+    ) -> DQNState:
         """Store slot ``t``'s transitions (spec §3) in each agent's ring buffer, in (BS, task slot) order.
 
         ``grid`` (B, N'): the slot's task sizes (0 = empty task slot), N' >= this replica's
@@ -236,13 +265,17 @@ class DQN:
         next_size = jnp.where(last, next_first[bs], grid[bs, jnp.minimum(n + 1, grid.shape[-1] - 1)])
         next_q = jnp.where(last[:, None], next_backlog[None, :], backlog[None, :])
         f32 = jnp.float32
-        s = jnp.concatenate([slot.size[:, None], jnp.broadcast_to(backlog, (bs.shape[0], n_bs))], axis=1).astype(f32)
+        s = jnp.concatenate(
+            [slot.size[:, None], jnp.broadcast_to(backlog, (bs.shape[0], n_bs))], axis=1
+        ).astype(f32)
         s2 = jnp.concatenate([next_size[:, None], next_q], axis=1).astype(f32)
         return state._replace(replay=replay_buffer.add(state.replay, bs, valid, s, actions, rewards, s2))
 
     def store_rows(self, state: DQNState, agents, valid, states, actions, rewards, next_states) -> DQNState:
         """Store transitions built elsewhere (the rich observation's rule), grouped by agent."""
-        return state._replace(replay=replay_buffer.add(state.replay, agents, valid, states, actions, rewards, next_states))
+        return state._replace(
+            replay=replay_buffer.add(state.replay, agents, valid, states, actions, rewards, next_states)
+        )
 
     # -- learning ------------------------------------------------------------------------------------
     def due(self, slot_step):
@@ -256,11 +289,15 @@ class DQN:
         target = hard_update(copy, state.params, state.target)
         key = jax.random.fold_in(state.key, learn_step)
         (s, a, r, s2), active = replay_buffer.sample(state.replay, key, self.config.batch_size)
-        params, opt_state, _ = jax.vmap(self._update_agent)(state.params, target, state.opt_state, s, a, r, s2, active)
+        params, opt_state, _ = jax.vmap(self._update_agent)(
+            state.params, target, state.opt_state, s, a, r, s2, active
+        )
         return state._replace(params=params, target=target, opt_state=opt_state)
 
     def _update_agent(self, params, target, opt_state, s, a, r, s2, active):
-        loss, grads = jax.value_and_grad(td_loss)(params, target, self.apply, s, a, r, s2, float(self.config.gamma))
+        loss, grads = jax.value_and_grad(td_loss)(
+            params, target, self.apply, s, a, r, s2, float(self.config.gamma)
+        )
         updates, new_state = self.optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731

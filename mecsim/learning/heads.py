@@ -11,6 +11,7 @@ under `mecsim.jaxconfig.x64`, so subsets come out in float64 like the delay mode
 * `FixedKSubsets` — the C(B, k) k-subsets in lexicographic order (the SMCoEdge copy);
 * `TopK` — one Q-value per server; the k servers with the largest Q (the original SMCoEdge).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,9 @@
 """Networks of the learners (Flax linen) and their reference initialisation."""
+
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Sequence
+from collections.abc import Sequence
+from functools import cache
 
 import flax.linen as nn
 import jax
@@ -38,8 +39,10 @@ def _normal_block(key, index):
     return jax.random.normal(jax.random.fold_in(key, index), (_BLOCK,), jnp.float32)
 
 
-@lru_cache(maxsize=None)
-def normal_initialiser(hidden: tuple, n_out: int, init_std: float, bias_init: float, n_features: int, lr: float):
+@cache
+def normal_initialiser(
+    hidden: tuple, n_out: int, init_std: float, bias_init: float, n_features: int, lr: float
+):
     """``init(keys) -> (params, target, adam_state)``, stacked over one PRNG key per agent.
 
     Every weight is drawn N(0, init_std) from the agent's key, eval net then target net
@@ -48,7 +51,9 @@ def normal_initialiser(hidden: tuple, n_out: int, init_std: float, bias_init: fl
     process whatever the network shape. Adam's initial state is all zeros.
     """
     net = MLP(hidden, n_out, init_std, bias_init)
-    abstract = flatten_dict(jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1, n_features))))["params"])
+    abstract = flatten_dict(
+        jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), jnp.zeros((1, n_features))))["params"]
+    )
     kernels = [path for path in abstract if path[-1] == "kernel"]
     sizes = [int(np.prod(abstract[path].shape)) for path in kernels]
     total = sum(sizes)
@@ -56,7 +61,10 @@ def normal_initialiser(hidden: tuple, n_out: int, init_std: float, bias_init: fl
     tx = optax.adam(lr)
 
     def draw(keys):
-        out = [np.concatenate([np.asarray(_normal_block(key, i)) for i in range(n_blocks)])[: 2 * total] for key in keys]
+        out = [
+            np.concatenate([np.asarray(_normal_block(key, i)) for i in range(n_blocks)])[: 2 * total]
+            for key in keys
+        ]
         return np.stack(out).reshape(len(keys), 2, total)
 
     def init(keys):
@@ -66,7 +74,9 @@ def normal_initialiser(hidden: tuple, n_out: int, init_std: float, bias_init: fl
         def tree(which):
             flat, offset = {}, 0
             for path, size in zip(kernels, sizes):
-                flat[path] = jnp.asarray(z[:, which, offset : offset + size].reshape((n_agents,) + abstract[path].shape))
+                flat[path] = jnp.asarray(
+                    z[:, which, offset : offset + size].reshape((n_agents,) + abstract[path].shape)
+                )
                 offset += size
             for path, leaf in abstract.items():
                 if path[-1] != "kernel":
@@ -74,7 +84,9 @@ def normal_initialiser(hidden: tuple, n_out: int, init_std: float, bias_init: fl
             return unflatten_dict(flat)
 
         params = tree(0)
-        opt_state = jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape, a.dtype)), jax.eval_shape(jax.vmap(tx.init), params))
+        opt_state = jax.tree.map(
+            lambda a: jnp.asarray(np.zeros(a.shape, a.dtype)), jax.eval_shape(jax.vmap(tx.init), params)
+        )
         return params, tree(1), opt_state
 
     return init

@@ -3,6 +3,7 @@
 The same functions run on the SimPy path (one replica, jitted) and inside the compiled
 kernel (vmapped over replicas, inside ``lax.scan``).
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -64,6 +65,10 @@ def sample(replay: Replay, key, batch: int):
     filled = jnp.minimum(replay.count, size)  # (B,)
     idx = jax.random.randint(key, (filled.shape[0], batch), 0, jnp.maximum(filled, 1)[:, None])
     rows = jnp.arange(filled.shape[0])[:, None]
-    batch_rows = (replay.states[rows, idx], replay.actions[rows, idx], replay.rewards[rows, idx],
-                  replay.next_states[rows, idx])
+    batch_rows = (
+        replay.states[rows, idx],
+        replay.actions[rows, idx],
+        replay.rewards[rows, idx],
+        replay.next_states[rows, idx],
+    )
     return batch_rows, filled > 0

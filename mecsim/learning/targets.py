@@ -1,4 +1,5 @@
 """Target-network updates: the hard copy of DQN and the soft (Polyak) update of actor-critic methods."""
+
 from __future__ import annotations
 
 import jax

@@ -7,6 +7,7 @@
 * `base.DelayModel` — what both share: the slot loop, observations, decision validation,
   the task log and learner feedback.
 """
+
 from __future__ import annotations
 
 from ..config import Scenario

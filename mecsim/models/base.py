@@ -24,6 +24,7 @@ A model supplies its physics through these extension points:
 * ``feedback(t, backlog, next_backlog, trace)`` — slot t's feedback (default: the log's outcomes);
 * ``served`` — Gcycles processed by each ES within the horizon.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -93,7 +94,9 @@ class DelayModel:
     def terms(self, now: float, k: int) -> Terms:
         raise NotImplementedError
 
-    def commit(self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms) -> None:
+    def commit(
+        self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms
+    ) -> None:
         raise NotImplementedError
 
     def commit_slot(self, now: float, t: int, rows: slice, decision: Decision) -> None:
@@ -137,7 +140,9 @@ class DelayModel:
         if self.decide_slot is not None:
             if rows.stop > rows.start:
                 obs = log.slot_observation(t, now, backlog, self.scenario)
-                decision = check_slot_decision(self.decide_slot(obs), rows.stop - rows.start, self.n, self.name)
+                decision = check_slot_decision(
+                    self.decide_slot(obs), rows.stop - rows.start, self.n, self.name
+                )
                 log.subset[rows] = decision.subset > 0
                 log.decided[rows] = True
                 if decision.fractions is not None:

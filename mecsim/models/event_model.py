@@ -58,6 +58,7 @@ raised to the time already elapsed when that is larger, failed if it exceeds the
 deadline. Under "drop" a task expected (or certain) to miss its deadline reports failure
 with latency NaN, as the log will.
 """
+
 from __future__ import annotations
 
 import math
@@ -201,7 +202,9 @@ class EventModel(DelayModel):
         return max(w + x * d for w, d, x in zip(wait, duration, fractions) if x > 0.0)
 
     # -- decisions ---------------------------------------------------------------------------------
-    def commit(self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms) -> None:
+    def commit(
+        self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms
+    ) -> None:
         wait, duration = terms.extra
         fractions = fractions.tolist()
         self._estimate[k] = self._span_estimate(wait, duration, fractions)
@@ -373,4 +376,6 @@ class EventModel(DelayModel):
             latency = np.where(running, guess, latency)
             failed = np.where(running, late, failed)
             reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
-        return log.slot_feedback(t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward)
+        return log.slot_feedback(
+            t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward
+        )

@@ -20,6 +20,7 @@ members including zero-fraction ones when ``makespan_counts_idle`` (the referenc
 Every function is pure and takes the array namespace ``xp``, so the compiled kernel
 (`jax.numpy`, `lax.scan` over tasks) runs exactly these equations.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -53,7 +54,7 @@ class SlottedParams(NamedTuple):
     remote_masks: np.ndarray  # (B, B) 0/1 floats, row b: the servers remote from BS b
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario) -> "SlottedParams":
+    def from_scenario(cls, scenario: Scenario) -> SlottedParams:
         eye = np.eye(scenario.n_bs)
         return cls(
             capacities=np.asarray(scenario.capacities, dtype=float),

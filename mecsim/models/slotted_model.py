@@ -4,6 +4,7 @@ All tasks of slot t arrive at t·Δ and are decided in order BS 0..B-1, task ind
 (spec §1.3); the accounting is the pure functions of `mecsim.models.slotted`, and the
 queues drain as a fluid at the end of every slot (spec §1.5).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,20 +40,31 @@ class SlottedModel(DelayModel):
         wait, duration, split_duration = slotted.delay_terms(
             state, b, float(log.size[k]), float(log.density[k]), self.params
         )
-        return Terms(wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b])
+        return Terms(
+            wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b]
+        )
 
-    def commit(self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms) -> None:
+    def commit(
+        self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms
+    ) -> None:
         log, p = self.log, self.params
         b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
         span = slotted.makespan(terms.wait, terms.duration, terms.split_duration, subset, fractions, p)
-        self.state, span, failed, reward = slotted.commit_task(self.state, b, size, density, subset, fractions, span, p)
+        self.state, span, failed, reward = slotted.commit_task(
+            self.state, b, size, density, subset, fractions, span, p
+        )
         self.record_outcome(k, span, failed, reward)
 
     def commit_slot(self, now: float, t: int, rows: slice, decision: Decision) -> None:
         log = self.log
         if decision.fractions is not None:
             result = slotted.apply_slot(
-                self.state, log.bs[rows], log.size[rows], log.density[rows], decision.subset, decision.fractions,
+                self.state,
+                log.bs[rows],
+                log.size[rows],
+                log.density[rows],
+                decision.subset,
+                decision.fractions,
                 self.params,
             )
             if result is not None:

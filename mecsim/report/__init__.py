@@ -5,10 +5,11 @@
 * `figures` — the figures; `table` — the Markdown table; `claims` — the AMCoEdge paper's
   headline claims and the verdict on them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..results import load, write_text
 from ..sweep import Experiment, load_experiment
@@ -18,7 +19,9 @@ from .table import results_table
 
 
 def plot_experiment(
-    experiment: str | Path | Experiment, results_dir: str | Path = "results", echo: Callable[[str], None] = print
+    experiment: str | Path | Experiment,
+    results_dir: str | Path = "results",
+    echo: Callable[[str], None] = print,
 ) -> list[Path]:
     """All figures and ``table.md`` of a sweep; returns the written paths."""
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
@@ -33,7 +36,9 @@ def plot_experiment(
         df = df[df["cell_id"].isin(known)]
     missing = known - set(df["cell_id"])
     if missing:
-        echo(f"note: {len(missing)} of {len(known)} cells have no results yet; the figures show the finished ones")
+        echo(
+            f"note: {len(missing)} of {len(known)} cells have no results yet; the figures show the finished ones"
+        )
     summary = summarise(df)
     figures = out / "figures"
     written = []
@@ -44,9 +49,11 @@ def plot_experiment(
     written += start_end_figure(summary, members, exp, figures)
     table = out / "table.md"
     text = results_table(summary, members, exp)
-    text += "\n## Figures\n\n" + "\n".join(
-        f"* `figures/{p.name}`" for p in written if p.suffix == ".png"
-    ) + f"\n\n{METRIC_NOTE}\n"
+    text += (
+        "\n## Figures\n\n"
+        + "\n".join(f"* `figures/{p.name}`" for p in written if p.suffix == ".png")
+        + f"\n\n{METRIC_NOTE}\n"
+    )
     write_text(table, text)
     written.append(table)
     return written

@@ -4,6 +4,7 @@ Claim (AMCoEdge README / papers): AMCoEdge's average make-span is about 28 %, 17
 lower than RandCoEdge's, DRLCoEdge's and SMCoEdge's, and close to (within about 2 % of)
 Optimal's.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,15 +28,17 @@ def reduction(amc: float, other: float) -> float:
 
 def headline_section(lines: list[str], columns: list[tuple[str, dict[str, float]]]) -> None:
     """The "Does the headline hold?" section: AMCoEdge against each baseline in each setting's means."""
-    lines.extend([
-        "## Does the headline hold?",
-        "",
-        "Claim (AMCoEdge README / papers): AMCoEdge's average make-span is about 28 %, 17 % and 12 % lower than "
-        "RandCoEdge's, DRLCoEdge's and SMCoEdge's, and close to (within about 2 % of) Optimal's.",
-        "",
-        "| AMCoEdge make-span vs | claimed | " + " | ".join(name for name, _ in columns) + " |",
-        "|---|---|" + "---|" * len(columns),
-    ])
+    lines.extend(
+        [
+            "## Does the headline hold?",
+            "",
+            "Claim (AMCoEdge README / papers): AMCoEdge's average make-span is about 28 %, 17 % and 12 % lower than "
+            "RandCoEdge's, DRLCoEdge's and SMCoEdge's, and close to (within about 2 % of) Optimal's.",
+            "",
+            "| AMCoEdge make-span vs | claimed | " + " | ".join(name for name, _ in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+    )
     for method, claim in HEADLINE.items():
         cells = [pct(reduction(m.get("amcoedge", math.nan), m.get(method, math.nan))) for _, m in columns]
         lines.append(f"| {method} | {-claim:+.0f} % | " + " | ".join(cells) + " |")

@@ -8,6 +8,7 @@ package; ``docs/reference-rerun.md`` says how).
 The per-cell metric is the paper's: the mean over the last `LAST_EPISODES` online
 episodes for learners, over all episodes for heuristics (which do not learn).
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -58,8 +59,11 @@ def curve_metrics(curves: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     `FIRST_EPISODES` (``first_makespan``) and the number of episodes."""
     curves = curves.sort_values([*keys, "episode"])
     groups = curves.groupby(keys)
-    out = groups.tail(LAST_EPISODES).groupby(keys).agg(
-        makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"))
+    out = (
+        groups.tail(LAST_EPISODES)
+        .groupby(keys)
+        .agg(makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"))
+    )
     out["first_makespan"] = groups.head(FIRST_EPISODES).groupby(keys)["mean_makespan"].mean()
     out["episodes"] = groups.size()
     return out
@@ -89,17 +93,40 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     last = online[learner].groupby("cell_id").tail(LAST_EPISODES)
     used = pd.concat([last, online[~learner]])
     agg = used.groupby("cell_id").agg(
-        makespan=("mean_makespan", "mean"), failure_rate=("failure_rate", "mean"), episodes_used=("episode", "size")
+        makespan=("mean_makespan", "mean"),
+        failure_rate=("failure_rate", "mean"),
+        episodes_used=("episode", "size"),
     )
-    agg["first_makespan"] = online.groupby("cell_id").head(FIRST_EPISODES).groupby("cell_id")["mean_makespan"].mean()
-    ev = df[df["phase"] == "eval"].groupby("cell_id").agg(
-        eval_makespan=("mean_makespan", "mean"), eval_failure_rate=("failure_rate", "mean")
+    agg["first_makespan"] = (
+        online.groupby("cell_id").head(FIRST_EPISODES).groupby("cell_id")["mean_makespan"].mean()
+    )
+    ev = (
+        df[df["phase"] == "eval"]
+        .groupby("cell_id")
+        .agg(eval_makespan=("mean_makespan", "mean"), eval_failure_rate=("failure_rate", "mean"))
     )
     first = df.drop_duplicates("cell_id").set_index("cell_id")
-    keep = [c for c in first.columns if c not in {
-        "episode", "phase", "mean_makespan", "failure_rate", "mean_latency", "p50_latency", "p95_latency",
-        "p99_latency", "n_tasks", "n_failed", "mean_reward", "utilisation", "mean_utilisation", "wall_time_s",
-    }]
+    keep = [
+        c
+        for c in first.columns
+        if c
+        not in {
+            "episode",
+            "phase",
+            "mean_makespan",
+            "failure_rate",
+            "mean_latency",
+            "p50_latency",
+            "p95_latency",
+            "p99_latency",
+            "n_tasks",
+            "n_failed",
+            "mean_reward",
+            "utilisation",
+            "mean_utilisation",
+            "wall_time_s",
+        }
+    ]
     out = first[keep].join(agg).join(ev)
     out["capacity_max"] = out["capacities"].map(lambda c: float(max(c)))
     return out.reset_index()
@@ -129,8 +156,9 @@ def default_point(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
     return with_settings(summary[summary["cell_id"].isin(ids)], exp)
 
 
-def start_fit_runs(tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame
-                   ) -> dict[str, dict[str, pd.DataFrame]]:
+def start_fit_runs(
+    tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame
+) -> dict[str, dict[str, pd.DataFrame]]:
     """Per learner of ``methods`` with a published curve and at least `START_FIT_MIN_RUNS` own-preset
     seeds, in that order: its own-preset runs (start ``first_makespan``, end ``makespan``), ours
     (``"ours"``) and the reference code's reruns (``"reference code"``, possibly empty)."""

@@ -11,6 +11,7 @@
 * ``start-end`` — each learner's per-seed end against its exploring start, with the line read
   at the published run's start (`stats.predict_from_start`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,13 +21,29 @@ import numpy as np
 import pandas as pd
 
 from ..sweep import Experiment
-from .data import (FIRST_EPISODES, LAST_EPISODES, METRIC_NOTE, comparable_to_published, default_point, published,
-                   published_default, published_sweeps, rerun_default, start_fit_runs, with_settings)
+from .data import (
+    FIRST_EPISODES,
+    LAST_EPISODES,
+    METRIC_NOTE,
+    comparable_to_published,
+    default_point,
+    published,
+    published_default,
+    published_sweeps,
+    rerun_default,
+    start_fit_runs,
+    with_settings,
+)
 from .stats import band, predict_from_start, t_interval
 
 SMOOTH_EPISODES = 10
-PUBLISHED_NAMES = {"random": "RandCoEdge", "optimal": "Optimal", "amcoedge": "AMCoEdge",
-                   "smcoedge": "SMCoEdge (k=3)", "drlcoedge": "DRLCoEdge"}
+PUBLISHED_NAMES = {
+    "random": "RandCoEdge",
+    "optimal": "Optimal",
+    "amcoedge": "AMCoEdge",
+    "smcoedge": "SMCoEdge (k=3)",
+    "drlcoedge": "DRLCoEdge",
+}
 AXIS_LABELS = {
     "deadline": "deadline (s)",
     "arrival_prob": "arrival probability p",
@@ -91,26 +108,45 @@ def sweep_figures(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment,
                 (axes[1], "failure_rate", "failure rate", "failure_rate_last50"),
             ):
                 sns.lineplot(
-                    data=part, x="swept_value", y=metric, hue="method", style="preset" if presets > 1 else None,
-                    errorbar=t_interval, err_style="band", marker="o", palette=palette, ax=ax,
+                    data=part,
+                    x="swept_value",
+                    y=metric,
+                    hue="method",
+                    style="preset" if presets > 1 else None,
+                    errorbar=t_interval,
+                    err_style="band",
+                    marker="o",
+                    palette=palette,
+                    ax=ax,
                     hue_order=[m for m in exp.methods if m in set(part["method"])],
                 )
                 published_rows = pub[pub["sweep"] == name] if comparable else pub.iloc[:0]
                 if model == "slotted" and not published_rows.empty:
                     for method, rows in published_rows.groupby("method"):
-                        ax.plot(rows["swept_value"], rows[pub_col], linestyle=":", marker="D", markersize=4,
-                                markerfacecolor="none", color=palette.get(method, "k"),
-                                label=f"published {PUBLISHED_NAMES.get(method, method)} (historical)")
+                        ax.plot(
+                            rows["swept_value"],
+                            rows[pub_col],
+                            linestyle=":",
+                            marker="D",
+                            markersize=4,
+                            markerfacecolor="none",
+                            color=palette.get(method, "k"),
+                            label=f"published {PUBLISHED_NAMES.get(method, method)} (historical)",
+                        )
                 ax.set_xlabel(AXIS_LABELS.get(parameter, parameter))
                 ax.set_ylabel(ylabel)
             _figure_legend(fig, axes)
-            fig.suptitle(f"{exp.name}: {name} sweep, {model} model, preset "
-                         f"{', '.join(sorted(part['preset'].unique()))}, {n_seeds} seed(s)")
+            fig.suptitle(
+                f"{exp.name}: {name} sweep, {model} model, preset "
+                f"{', '.join(sorted(part['preset'].unique()))}, {n_seeds} seed(s)"
+            )
             fig.tight_layout(rect=(0, 0.07, 1, 1))
             caption = METRIC_NOTE
             if comparable and model == "slotted" and not pub[pub["sweep"] == name].empty:
-                caption += (" Dotted hollow diamonds: the reference's historical sweep files (AMCoEdge first commit; "
-                            "AMCoEdge last 50 of 300-500 episodes, Optimal 20 episodes), spec §8.3")
+                caption += (
+                    " Dotted hollow diamonds: the reference's historical sweep files (AMCoEdge first commit; "
+                    "AMCoEdge last 50 of 300-500 episodes, Optimal 20 episodes), spec §8.3"
+                )
                 if name == "capacity":
                     caption += "; their capacity vectors are unknown (tags f20-f80), so compare shapes only"
                 caption += "."
@@ -126,8 +162,14 @@ def _figure_legend(fig: Any, axes: Any) -> None:
             entries.setdefault(text, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7,
-               frameon=False)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=7,
+        frameon=False,
+    )
 
 
 def _smoothed(df: pd.DataFrame, keys: list[str], window: int) -> pd.DataFrame:
@@ -137,7 +179,9 @@ def _smoothed(df: pd.DataFrame, keys: list[str], window: int) -> pd.DataFrame:
     return df
 
 
-def convergence_figures(df: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+def convergence_figures(
+    df: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
+) -> list[Path]:
     plt, sns = _setup()
     palette = _palette(list(exp.methods))
     ids = set(members.loc[members["sweep"] == "convergence", "cell_id"])
@@ -150,64 +194,110 @@ def convergence_figures(df: pd.DataFrame, members: pd.DataFrame, exp: Experiment
     for model, part in data.groupby("model", sort=False):
         smooth = with_settings(_smoothed(part, ["cell_id"], SMOOTH_EPISODES), exp)
         settings = sorted(smooth["setting"].unique(), key=lambda s: ("common" in s, s))
-        fig, axes = plt.subplots(2, len(settings), figsize=(5.2 * len(settings), 7), squeeze=False, sharex=True)
+        fig, axes = plt.subplots(
+            2, len(settings), figsize=(5.2 * len(settings), 7), squeeze=False, sharex=True
+        )
         for col, setting in enumerate(settings):
             rows = smooth[smooth["setting"] == setting]
-            for r, (metric, ylabel) in enumerate((("mean_makespan", "mean make-span (s)"), ("failure_rate", "failure rate"))):
+            for r, (metric, ylabel) in enumerate(
+                (("mean_makespan", "mean make-span (s)"), ("failure_rate", "failure rate"))
+            ):
                 ax = axes[r][col]
                 bands = band(rows, ["method", "episode"], metric)
                 for method in [m for m in exp.methods if m in set(bands["method"])]:
                     b = bands[bands["method"] == method]
-                    sns.lineplot(x=b["episode"], y=b["mean"], color=palette[method], label=method, ax=ax, errorbar=None)
-                    ax.fill_between(b["episode"], b["lo"], b["hi"], color=palette[method], alpha=0.2, linewidth=0)
+                    sns.lineplot(
+                        x=b["episode"], y=b["mean"], color=palette[method], label=method, ax=ax, errorbar=None
+                    )
+                    ax.fill_between(
+                        b["episode"], b["lo"], b["hi"], color=palette[method], alpha=0.2, linewidth=0
+                    )
                 if comparable and model == "slotted" and "own" in setting:
                     for method in [m for m in exp.methods if m in set(bands["method"])]:
                         p = pub[pub["method"] == method]
                         if not p.empty:
-                            ax.plot(p["episode"], p[metric], linestyle="--", linewidth=0.9, color=palette[method],
-                                    alpha=0.8, label=f"published {PUBLISHED_NAMES.get(method, method)}")
+                            ax.plot(
+                                p["episode"],
+                                p[metric],
+                                linestyle="--",
+                                linewidth=0.9,
+                                color=palette[method],
+                                alpha=0.8,
+                                label=f"published {PUBLISHED_NAMES.get(method, method)}",
+                            )
                 ax.set_ylabel(ylabel)
                 ax.set_xlabel("episode")
                 ax.set_title(setting if r == 0 else "")
         _figure_legend(fig, axes.ravel())
-        fig.suptitle(f"{exp.name}: convergence at the default point ({model} model), "
-                     f"{part['seed'].nunique()} seed(s), online episodes smoothed over {SMOOTH_EPISODES}")
+        fig.suptitle(
+            f"{exp.name}: convergence at the default point ({model} model), "
+            f"{part['seed'].nunique()} seed(s), online episodes smoothed over {SMOOTH_EPISODES}"
+        )
         fig.tight_layout(rect=(0, 0.05, 1, 1))
-        caption = (f"Per-episode online metrics (exploration included, as published), trailing mean over "
-                   f"{SMOOTH_EPISODES} episodes; bands: 95% t-interval over seeds.")
+        caption = (
+            f"Per-episode online metrics (exploration included, as published), trailing mean over "
+            f"{SMOOTH_EPISODES} episodes; bands: 95% t-interval over seeds."
+        )
         if comparable and model == "slotted":
-            caption += (" Dashed: the reference's published curves (own presets; AMCoEdge 500, SMCoEdge 300, "
-                        "DRLCoEdge 400, RandCoEdge and Optimal 50 episodes), smoothed the same way.")
+            caption += (
+                " Dashed: the reference's published curves (own presets; AMCoEdge 500, SMCoEdge 300, "
+                "DRLCoEdge 400, RandCoEdge and Optimal 50 episodes), smoothed the same way."
+            )
         written += _save(fig, out_dir, f"convergence-{model}", caption)
     return written
 
 
-def default_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+def default_figure(
+    summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
+) -> list[Path]:
     plt, sns = _setup()
     data = default_point(summary, members, exp)
     if data.empty:
         return []
     order = [m for m in exp.methods if m in set(data["method"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, metric, ylabel in ((axes[0], "makespan", "mean make-span (s)"), (axes[1], "failure_rate", "failure rate")):
-        sns.barplot(data=data, x="method", y=metric, hue="setting", order=order, errorbar=t_interval,
-                    capsize=0.1, ax=ax, err_kws={"linewidth": 1})
+    for ax, metric, ylabel in (
+        (axes[0], "makespan", "mean make-span (s)"),
+        (axes[1], "failure_rate", "failure rate"),
+    ):
+        sns.barplot(
+            data=data,
+            x="method",
+            y=metric,
+            hue="setting",
+            order=order,
+            errorbar=t_interval,
+            capsize=0.1,
+            ax=ax,
+            err_kws={"linewidth": 1},
+        )
         if metric == "makespan" and comparable_to_published(exp):
             pub = published_default()
             xs = [i for i, m in enumerate(order) if m in pub.index]
-            ax.scatter(xs, [pub.loc[order[i], "makespan"] for i in xs], marker="*", s=90, color="k", zorder=5,
-                       label="published (own preset, last 50)")
+            ax.scatter(
+                xs,
+                [pub.loc[order[i], "makespan"] for i in xs],
+                marker="*",
+                s=90,
+                color="k",
+                zorder=5,
+                label="published (own preset, last 50)",
+            )
         ax.set_ylabel(ylabel)
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=30)
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle(f"{exp.name}: the default point, {data['seed'].nunique()} seed(s)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    caption = METRIC_NOTE + (" Stars: the published CSVs (spec §8.1)." if comparable_to_published(exp) else "")
+    caption = METRIC_NOTE + (
+        " Stars: the published CSVs (spec §8.1)." if comparable_to_published(exp) else ""
+    )
     return _save(fig, out_dir, "default-point", caption)
 
 
-def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+def seed_spread_figure(
+    summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
+) -> list[Path]:
     """The default point seed by seed: one panel per setting, a box and the per-seed values per method."""
     plt, sns = _setup()
     data = default_point(summary, members, exp)
@@ -222,17 +312,39 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
     for ax, setting in zip(axes[0], settings):
         rows = data[data["setting"] == setting]
         present = [m for m in order if m in set(rows["method"])]
-        sns.boxplot(data=rows, x="method", y="makespan", order=present, hue="method", palette=palette,
-                    whis=(0, 100), showfliers=False, width=0.55, boxprops={"alpha": 0.35}, ax=ax,
-                    legend=False)
-        for i, method in enumerate(present):  # seeds spread evenly across the box (random jitter is not byte-stable)
+        sns.boxplot(
+            data=rows,
+            x="method",
+            y="makespan",
+            order=present,
+            hue="method",
+            palette=palette,
+            whis=(0, 100),
+            showfliers=False,
+            width=0.55,
+            boxprops={"alpha": 0.35},
+            ax=ax,
+            legend=False,
+        )
+        for i, method in enumerate(
+            present
+        ):  # seeds spread evenly across the box (random jitter is not byte-stable)
             values = rows.loc[rows["method"] == method].sort_values("seed")["makespan"].to_numpy()
             offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-            ax.scatter(i + offsets, values, s=16, color=palette[method], edgecolor="k", linewidth=0.4, zorder=4)
+            ax.scatter(
+                i + offsets, values, s=16, color=palette[method], edgecolor="k", linewidth=0.4, zorder=4
+            )
         if comparable and setting == "slotted, own preset":
             xs = [i for i, m in enumerate(present) if m in pub.index]
-            ax.scatter(xs, [pub.loc[present[i], "makespan"] for i in xs], marker="*", s=140, color="k", zorder=5,
-                       label="published (one run each)")
+            ax.scatter(
+                xs,
+                [pub.loc[present[i], "makespan"] for i in xs],
+                marker="*",
+                s=140,
+                color="k",
+                zorder=5,
+                label="published (one run each)",
+            )
             reruns = rerun_default()
             reruns = reruns[reruns["environment"] == "own preset"]
             xs, ys = [], []
@@ -241,8 +353,17 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
                 xs += [i + 0.36] * len(values)
                 ys += values
             if ys:
-                ax.scatter(xs, ys, marker="D", s=18, facecolor="none", edgecolor="k", linewidth=0.8, zorder=5,
-                           label="reference code, rerun here")
+                ax.scatter(
+                    xs,
+                    ys,
+                    marker="D",
+                    s=18,
+                    facecolor="none",
+                    edgecolor="k",
+                    linewidth=0.8,
+                    zorder=5,
+                    label="reference code, rerun here",
+                )
             ax.legend(fontsize=7, frameon=False, loc="upper right")
         ax.set_title(setting)
         ax.set_xlabel("")
@@ -250,16 +371,22 @@ def seed_spread_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experi
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(f"{exp.name}: the default point seed by seed, {data['seed'].nunique()} seed(s)")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    caption = (f"One point per seed: the mean of the last {LAST_EPISODES} online episodes for learners, of all episodes "
-               "for heuristics. Boxes: quartiles and the range of the seeds. Each seed draws its own traces and "
-               "density vector, as one run of the reference code does.")
+    caption = (
+        f"One point per seed: the mean of the last {LAST_EPISODES} online episodes for learners, of all episodes "
+        "for heuristics. Boxes: quartiles and the range of the seeds. Each seed draws its own traces and "
+        "density vector, as one run of the reference code does."
+    )
     if comparable:
-        caption += (" Stars: the published CSVs, one run per method (spec §8.1). Diamonds: runs of the reference's "
-                    "own code, made for this package (README, \"The reference code, rerun\").")
+        caption += (
+            " Stars: the published CSVs, one run per method (spec §8.1). Diamonds: runs of the reference's "
+            'own code, made for this package (README, "The reference code, rerun").'
+        )
     return _save(fig, out_dir, "default-seeds", caption)
 
 
-def start_end_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+def start_end_figure(
+    summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
+) -> list[Path]:
     """Per learner, each own-preset seed's end against its start, the fitted line with its 95 %
     prediction band, and the published run (star) and the reference code's reruns (diamonds)."""
     if not comparable_to_published(exp):
@@ -274,16 +401,42 @@ def start_end_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experime
     for ax, (method, by_source) in zip(axes[0], runs.items()):
         ours, theirs = by_source["ours"], by_source["reference code"]
         start, end = float(pub.loc[method, "first_makespan"]), float(pub.loc[method, "makespan"])
-        xs = np.linspace(min(ours["first_makespan"].min(), start), max(ours["first_makespan"].max(), start), 50)
+        xs = np.linspace(
+            min(ours["first_makespan"].min(), start), max(ours["first_makespan"].max(), start), 50
+        )
         lines = [predict_from_start(ours["first_makespan"], ours["makespan"], x) for x in xs]
         ax.plot(xs, [p.predicted for p in lines], color=palette[method], linewidth=1)
-        ax.fill_between(xs, [p.low for p in lines], [p.high for p in lines], color=palette[method], alpha=0.15,
-                        linewidth=0, label="ours: line, 95 % prediction band")
-        ax.scatter(ours["first_makespan"], ours["makespan"], s=16, color=palette[method], edgecolor="k",
-                   linewidth=0.4, zorder=4, label=f"ours, {len(ours)} seeds")
+        ax.fill_between(
+            xs,
+            [p.low for p in lines],
+            [p.high for p in lines],
+            color=palette[method],
+            alpha=0.15,
+            linewidth=0,
+            label="ours: line, 95 % prediction band",
+        )
+        ax.scatter(
+            ours["first_makespan"],
+            ours["makespan"],
+            s=16,
+            color=palette[method],
+            edgecolor="k",
+            linewidth=0.4,
+            zorder=4,
+            label=f"ours, {len(ours)} seeds",
+        )
         if not theirs.empty:
-            ax.scatter(theirs["first_makespan"], theirs["makespan"], marker="D", s=18, facecolor="none",
-                       edgecolor="k", linewidth=0.8, zorder=5, label=f"reference code, {len(theirs)} reruns")
+            ax.scatter(
+                theirs["first_makespan"],
+                theirs["makespan"],
+                marker="D",
+                s=18,
+                facecolor="none",
+                edgecolor="k",
+                linewidth=0.8,
+                zorder=5,
+                label=f"reference code, {len(theirs)} reruns",
+            )
         ax.scatter([start], [end], marker="*", s=140, color="k", zorder=6, label="published run")
         ax.set_title(method)
         ax.set_xlabel(f"start: mean make-span of the first {FIRST_EPISODES} episodes (s)")
@@ -291,7 +444,9 @@ def start_end_figure(summary: pd.DataFrame, members: pd.DataFrame, exp: Experime
         ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.suptitle(f"{exp.name}: each learner's end against its start, own presets")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    caption = ("One point per seed. A run's density vector moves its start and its end together, so a single "
-               "published run is compared with the line read at its own start (table: \"Published runs, given "
-               "their start\").")
+    caption = (
+        "One point per seed. A run's density vector moves its start and its end together, so a single "
+        'published run is compared with the line read at its own start (table: "Published runs, given '
+        'their start").'
+    )
     return _save(fig, out_dir, "start-end", caption)

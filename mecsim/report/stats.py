@@ -11,6 +11,7 @@ runs. A published CSV is one run whose start we can read. Regressing our per-see
 our per-seed start and reading the line at the published start asks the fairer question:
 is the published end what a run that started there would reach?
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,9 @@ class StartPrediction:
         return float(2 * stats.t.sf(abs(t), self.runs - 2))
 
 
-def predict_from_start(starts: np.ndarray, ends: np.ndarray, start: float, level: float = 0.95) -> StartPrediction:
+def predict_from_start(
+    starts: np.ndarray, ends: np.ndarray, start: float, level: float = 0.95
+) -> StartPrediction:
     """The line through (start, end) of each run, read at ``start`` with its prediction interval.
 
     Needs at least 3 runs with distinct starts; raises ``ValueError`` otherwise.
@@ -66,8 +69,17 @@ def predict_from_start(starts: np.ndarray, ends: np.ndarray, start: float, level
     se = s * math.sqrt(1 + 1 / n + (start - x.mean()) ** 2 / sxx)
     predicted = float(fit.intercept + fit.slope * start)
     half = float(stats.t.ppf(0.5 + level / 2, n - 2)) * se
-    return StartPrediction(runs=n, slope=float(fit.slope), intercept=float(fit.intercept), r=float(fit.rvalue),
-                           start=float(start), predicted=predicted, low=predicted - half, high=predicted + half, se=se)
+    return StartPrediction(
+        runs=n,
+        slope=float(fit.slope),
+        intercept=float(fit.intercept),
+        r=float(fit.rvalue),
+        start=float(start),
+        predicted=predicted,
+        low=predicted - half,
+        high=predicted + half,
+        se=se,
+    )
 
 
 def t_interval(values: Any) -> tuple[float, float]:
@@ -103,12 +115,21 @@ def seed_spread(rows: pd.DataFrame, published: pd.DataFrame | None = None) -> pd
         has_pub = published is not None and method in published.index
         pub = float(published.loc[method, "makespan"]) if has_pub else math.nan
         pub_first = float(published.loc[method, "first_makespan"]) if has_pub else math.nan
-        out.append({
-            "method": method, "seeds": int(x.size), "mean": float(x.mean()), "sd": float(x.std(ddof=1)),
-            "min": float(x.min()), "median": float(x.median()), "max": float(x.max()),
-            "gain": float((x / r["first_makespan"]).mean()), "published": pub, "published_gain": pub / pub_first,
-            "at_or_below_published": int((x <= pub).sum()) if has_pub else None,
-        })
+        out.append(
+            {
+                "method": method,
+                "seeds": int(x.size),
+                "mean": float(x.mean()),
+                "sd": float(x.std(ddof=1)),
+                "min": float(x.min()),
+                "median": float(x.median()),
+                "max": float(x.max()),
+                "gain": float((x / r["first_makespan"]).mean()),
+                "published": pub,
+                "published_gain": pub / pub_first,
+                "at_or_below_published": int((x <= pub).sum()) if has_pub else None,
+            }
+        )
     return pd.DataFrame(out)
 
 

@@ -1,5 +1,6 @@
 """The results table of a sweep (``table.md``): the default point in every setting, the spread over
 seeds, the published runs given their start, and the headline claims."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,17 @@ import pandas as pd
 
 from ..sweep import Experiment
 from .claims import headline_section, pct, reduction
-from .data import (FIRST_EPISODES, LAST_EPISODES, METRIC_NOTE, START_FIT_MIN_RUNS, comparable_to_published,
-                   default_point, published_default, rerun_default, start_fit_runs)
+from .data import (
+    FIRST_EPISODES,
+    LAST_EPISODES,
+    METRIC_NOTE,
+    START_FIT_MIN_RUNS,
+    comparable_to_published,
+    default_point,
+    published_default,
+    rerun_default,
+    start_fit_runs,
+)
 from .stats import predict_from_start, seed_spread, t_interval
 
 
@@ -37,7 +47,8 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
         f"# {exp.name}: results at the default point",
         "",
         f"{exp.description}. Seeds {seeds}; engine `{exp.engine}`. Scenario: "
-        + ", ".join(f"{k} = {v}" for k, v in exp.scenario.items()) + ".",
+        + ", ".join(f"{k} = {v}" for k, v in exp.scenario.items())
+        + ".",
         "",
         METRIC_NOTE + " Greedy eval: the learner after training, exploration off, fresh traces "
         f"({exp.eval_episodes} episodes). Published: the reference's CSVs, mean of their last 50 episodes "
@@ -65,8 +76,12 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
             if r.empty:
                 continue
             cells = [
-                method, ", ".join(sorted(r["preset"].unique())), str(int(r["episodes_planned"].iloc[0])),
-                _fmt(r["makespan"]), _fmt(r["failure_rate"]), _fmt(r["eval_makespan"]) if r["eval_makespan"].notna().any() else "–",
+                method,
+                ", ".join(sorted(r["preset"].unique())),
+                str(int(r["episodes_planned"].iloc[0])),
+                _fmt(r["makespan"]),
+                _fmt(r["failure_rate"]),
+                _fmt(r["eval_makespan"]) if r["eval_makespan"].notna().any() else "–",
             ]
             if with_published:
                 if method in pub.index:
@@ -84,40 +99,57 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
     event_rows = tagged[tagged["setting"] == f"event, common preset ({exp.common_preset})"]
     comparable = comparable_to_published(exp)
     if not comparable:
-        lines.extend([
-            "**Note:** this experiment's default point is not the published one (f = [10, 20, 30, 40, 50], "
-            "N = 50, p = 0.3, deadline 1.0 s, 61 slots), so its numbers are not comparable with the published ones; "
-            "the published columns and the headline check are shown for the layout only.",
-            "",
-        ])
-    own = section("Reproduction: each method on its own published preset (slotted model)", own_rows, comparable)
-    common = section(f"Fair comparison: every method on the common preset `{exp.common_preset}` (slotted model)",
-                     common_rows, False)
-    event = section(f"Event model (FIFO queues and links), common preset `{exp.common_preset}`", event_rows, False)
+        lines.extend(
+            [
+                "**Note:** this experiment's default point is not the published one (f = [10, 20, 30, 40, 50], "
+                "N = 50, p = 0.3, deadline 1.0 s, 61 slots), so its numbers are not comparable with the published ones; "
+                "the published columns and the headline check are shown for the layout only.",
+                "",
+            ]
+        )
+    own = section(
+        "Reproduction: each method on its own published preset (slotted model)", own_rows, comparable
+    )
+    common = section(
+        f"Fair comparison: every method on the common preset `{exp.common_preset}` (slotted model)",
+        common_rows,
+        False,
+    )
+    event = section(
+        f"Event model (FIFO queues and links), common preset `{exp.common_preset}`", event_rows, False
+    )
     spread_section(lines, tagged, methods, pub if comparable else None)
     if comparable:
         start_section(lines, tagged, methods, pub)
 
     pub_means = pub["makespan"].to_dict()
-    columns = [("published CSVs", pub_means), ("ours, own presets", own), ("ours, common preset", common),
-               ("ours, event model", event)]
+    columns = [
+        ("published CSVs", pub_means),
+        ("ours, own presets", own),
+        ("ours, common preset", common),
+        ("ours, event model", event),
+    ]
     headline_section(lines, columns)
     return "\n".join(lines)
 
 
-def spread_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame | None) -> None:
+def spread_section(
+    lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame | None
+) -> None:
     """The "Spread over seeds" table: per setting and method, the distribution of the per-seed values."""
-    lines.extend([
-        "## Spread over seeds",
-        "",
-        "Per-seed make-spans (s). Each seed draws its own traces and density vector, as one run of the reference "
-        "code does; a published number is one such run. \"≤ published\": the seeds whose value is at or below the "
-        f"published one (own presets only). Gain: the make-span over the mean of the first {FIRST_EPISODES} online "
-        "episodes (a learner's exploring start), mean over seeds; a seed's density vector moves both alike.",
-        "",
-        "| setting | method | seeds | mean | SD | min | median | max | published | ≤ published | gain | published gain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ])
+    lines.extend(
+        [
+            "## Spread over seeds",
+            "",
+            "Per-seed make-spans (s). Each seed draws its own traces and density vector, as one run of the reference "
+            'code does; a published number is one such run. "≤ published": the seeds whose value is at or below the '
+            f"published one (own presets only). Gain: the make-span over the mean of the first {FIRST_EPISODES} online "
+            "episodes (a learner's exploring start), mean over seeds; a seed's density vector moves both alike.",
+            "",
+            "| setting | method | seeds | mean | SD | min | median | max | published | ≤ published | gain | published gain |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    )
     for setting, rows in tagged.groupby("setting", sort=True):
         own = setting == "slotted, own preset"
         spread = seed_spread(rows, published if own else None).set_index("method")
@@ -135,8 +167,10 @@ def _spread_row(setting: str, method: str, r: pd.Series) -> str:
     pub = f"{r['published']:.4f}" if has_pub else "–"
     below = f"{int(r['at_or_below_published'])} / {int(r['seeds'])}" if has_pub else "–"
     pub_gain = f"{r['published_gain']:.3f}" if has_pub else "–"
-    return (f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
-            f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} | {r['gain']:.3f} | {pub_gain} |")
+    return (
+        f"| {setting} | {method} | {int(r['seeds'])} | {r['mean']:.4f} | {sd} | {r['min']:.4f} | "
+        f"{r['median']:.4f} | {r['max']:.4f} | {pub} | {below} | {r['gain']:.3f} | {pub_gain} |"
+    )
 
 
 def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame) -> None:
@@ -152,17 +186,23 @@ def rerun_rows(lines: list[str], tagged: pd.DataFrame, methods: list[str], publi
             lines.append(_spread_row(f"reference code rerun, {environment}", method, spread.loc[method]))
             if environment != "own preset":
                 continue
-            ours = tagged.loc[(tagged["setting"] == "slotted, own preset") & (tagged["method"] == method), "makespan"]
+            ours = tagged.loc[
+                (tagged["setting"] == "slotted, own preset") & (tagged["method"] == method), "makespan"
+            ]
             theirs = rows.loc[rows["method"] == method, "makespan"]
             if ours.size >= 2:
                 p = stats.mannwhitneyu(ours, theirs, alternative="two-sided").pvalue
-                tests.append(f"{method}: ours {ours.mean():.4f} over {ours.size} seeds, the reference code "
-                             f"{theirs.mean():.4f} over {theirs.size} runs, Mann-Whitney p = {p:.2f}")
+                tests.append(
+                    f"{method}: ours {ours.mean():.4f} over {ours.size} seeds, the reference code "
+                    f"{theirs.mean():.4f} over {theirs.size} runs, Mann-Whitney p = {p:.2f}"
+                )
     if tests:
         lines.extend(["", "Own preset, ours against the reference code's reruns: " + "; ".join(tests) + "."])
 
 
-def start_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame) -> None:
+def start_section(
+    lines: list[str], tagged: pd.DataFrame, methods: list[str], published: pd.DataFrame
+) -> None:
     """The "Published runs, given their start" table: per learner and source of runs (ours, the
     reference code's reruns), the end predicted at the published run's start, and the published end."""
     rows = []
@@ -172,22 +212,26 @@ def start_section(lines: list[str], tagged: pd.DataFrame, methods: list[str], pu
             if len(runs) < START_FIT_MIN_RUNS:
                 continue
             fit = predict_from_start(runs["first_makespan"], runs["makespan"], start)
-            rows.append(f"| {method} | {source} | {fit.runs} | {runs['first_makespan'].min():.4f}–"
-                        f"{runs['first_makespan'].max():.4f} | {fit.slope:.2f} | {fit.r:.2f} | {start:.4f} | "
-                        f"{fit.predicted:.4f} ({fit.low:.4f}–{fit.high:.4f}) | {end:.4f} | {fit.p_value(end):.2f} |")
+            rows.append(
+                f"| {method} | {source} | {fit.runs} | {runs['first_makespan'].min():.4f}–"
+                f"{runs['first_makespan'].max():.4f} | {fit.slope:.2f} | {fit.r:.2f} | {start:.4f} | "
+                f"{fit.predicted:.4f} ({fit.low:.4f}–{fit.high:.4f}) | {end:.4f} | {fit.p_value(end):.2f} |"
+            )
     if not rows:
         return
-    lines.extend([
-        "## Published runs, given their start",
-        "",
-        "A run draws its density vector once, so its start (the mean make-span of its first "
-        f"{FIRST_EPISODES} online episodes, a near-random policy) and its end (the last {LAST_EPISODES}) move "
-        "together. Per learner: the least-squares line end = a + b·start over the own-preset runs, read at the "
-        "published run's start, with the 95 % prediction interval for one run; p: two-sided t-test of the "
-        "published end against it. Figure: `figures/start-end`.",
-        "",
-        "| method | runs | n | starts | slope b | r | published start | predicted end (95 % PI) | published end | p |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    lines.extend(
+        [
+            "## Published runs, given their start",
+            "",
+            "A run draws its density vector once, so its start (the mean make-span of its first "
+            f"{FIRST_EPISODES} online episodes, a near-random policy) and its end (the last {LAST_EPISODES}) move "
+            "together. Per learner: the least-squares line end = a + b·start over the own-preset runs, read at the "
+            "published run's start, with the 95 % prediction interval for one run; p: two-sided t-test of the "
+            "published end against it. Figure: `figures/start-end`.",
+            "",
+            "| method | runs | n | starts | slope b | r | published start | predicted end (95 % PI) | published end | p |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )

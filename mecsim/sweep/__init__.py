@@ -7,6 +7,7 @@
 * `store` — the parts directory: atomic parts, resume, labels, timings, the lock;
 * `driver` — the Dask client and `run_sweep`.
 """
+
 from .cells import Cell, Experiment, cell_hash, load_experiment
 from .driver import SweepReport, dask_client, describe_plan, run_sweep
 from .planning import calibration, estimate, plan, plan_batches
@@ -15,7 +16,21 @@ from .store import label, part_path
 from .worker import compute_batch, compute_cell
 
 __all__ = [
-    "Cell", "Experiment", "SweepError", "SweepReport", "calibration", "cell_hash", "compute_batch", "compute_cell",
-    "dask_client", "describe_plan", "estimate", "label", "load_experiment", "part_path", "plan", "plan_batches",
+    "Cell",
+    "Experiment",
+    "SweepError",
+    "SweepReport",
+    "calibration",
+    "cell_hash",
+    "compute_batch",
+    "compute_cell",
+    "dask_client",
+    "describe_plan",
+    "estimate",
+    "label",
+    "load_experiment",
+    "part_path",
+    "plan",
+    "plan_batches",
     "run_sweep",
 ]

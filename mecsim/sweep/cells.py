@@ -12,6 +12,7 @@ on every sweep and is computed once.
 >>> len({c.cell_id for c in cells}) == len(cells)
 True
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -216,14 +217,17 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     except ConfigError as err:
         raise SweepError(f"{path}: [scenario]: {err}") from None
     for block in spec.sweep:
-        missing = [m for m in (spec.methods if block.methods == "all" else block.methods) if m not in spec.methods]
+        missing = [
+            m for m in (spec.methods if block.methods == "all" else block.methods) if m not in spec.methods
+        ]
         if missing:
             raise SweepError(
                 f"{path}: sweep {block.name!r}: unknown method(s) {', '.join(missing)}; defined: {', '.join(spec.methods)}"
             )
         bad = [p for p in block.presets if p not in ("common", "own") and p not in PRESETS]
         if bad:
-            raise SweepError(f"{path}: sweep {block.name!r}: presets {bad}: use common, own or a preset name "
-                             f"({', '.join(PRESETS)})")
+            raise SweepError(
+                f"{path}: sweep {block.name!r}: presets {bad}: use common, own or a preset name "
+                f"({', '.join(PRESETS)})"
+            )
     return Experiment(name=spec.name or path.stem, description=spec.description, path=path, spec=spec)
-

@@ -4,6 +4,7 @@
 on an existing cluster at ``--scheduler-address`` / ``$MECSIM_DASK_ADDRESS``, and writes
 each finished cell atomically to ``results/<experiment>/part-<cell_id>.parquet``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,10 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -44,15 +46,21 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-def describe_plan(experiment: str | Path | Experiment, results_dir: str | Path = "results",
-                  workers: int | None = None, echo: Callable[[str], None] = print) -> None:
+def describe_plan(
+    experiment: str | Path | Experiment,
+    results_dir: str | Path = "results",
+    workers: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
     """Print what a sweep would run and a projected wall time from the measured per-cell costs."""
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     cells = plan(exp, echo)
     out_dir = Path(results_dir) / exp.name
     done = finished_cells(out_dir) if out_dir.is_dir() else set()
     todo = [c for c in cells if c.cell_id not in done]
-    echo(f"experiment {exp.name} ({exp.path}): {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run")
+    echo(
+        f"experiment {exp.name} ({exp.path}): {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
+    )
     counts = pd.DataFrame(
         [{"sweep": c.sweep, "method": c.method, "model": c.scenario.model} for c in todo],
         columns=["sweep", "method", "model"],
@@ -62,9 +70,11 @@ def describe_plan(experiment: str | Path | Experiment, results_dir: str | Path =
     rates = calibration(results_dir)
     seconds, unknown = estimate(todo, rates)
     n = workers or default_workers()
-    echo(f"projected: {seconds / 3600:.1f} CPU-hours, about {seconds / n / 3600:.1f} h on {n} worker(s) "
-         f"(from {int(rates['cells'].sum()) if len(rates) else 0} measured cells in {results_dir}/*/timings.csv; "
-         f"cost taken as proportional to episodes x expected tasks)")
+    echo(
+        f"projected: {seconds / 3600:.1f} CPU-hours, about {seconds / n / 3600:.1f} h on {n} worker(s) "
+        f"(from {int(rates['cells'].sum()) if len(rates) else 0} measured cells in {results_dir}/*/timings.csv; "
+        f"cost taken as proportional to episodes x expected tasks)"
+    )
     if unknown:
         kinds = sorted({f"{c.method}/{c.scenario.model}/{c.engine}" for c in unknown})
         echo(f"not included: {len(unknown)} cells with no measurement yet ({', '.join(kinds)})")
@@ -81,7 +91,9 @@ class SweepReport:
     relabelled: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell id -> error with traceback
     retried: dict[str, int] = field(default_factory=dict)  # cell id -> attempts, when more than one
-    stale: list[str] = field(default_factory=list)  # parts in the directory that the experiment no longer defines
+    stale: list[str] = field(
+        default_factory=list
+    )  # parts in the directory that the experiment no longer defines
     removed_temp: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -114,14 +126,17 @@ def dask_client(scheduler_address: str | None = None, workers: int | None = None
     worker_env = worker_environment()
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **worker_env}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        with LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            env=worker_env,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # failures reach the client through the futures
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                env=worker_env,
+                dashboard_address=None,
+                silence_logs=logging.CRITICAL,  # failures reach the client through the futures
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
 
 
@@ -165,15 +180,23 @@ def run_sweep(
             report.relabelled, commits = relabel_parts([c for c in cells if c.cell_id in done], out_dir)
             other = sorted(commits - {git_commit()})
             if other:
-                echo(f"note: finished parts were computed at other commit(s) {', '.join(c[:10] for c in other)}; "
-                     f"the git_commit column says which; --rerun recomputes everything at this commit")
+                echo(
+                    f"note: finished parts were computed at other commit(s) {', '.join(c[:10] for c in other)}; "
+                    f"the git_commit column says which; --rerun recomputes everything at this commit"
+                )
         echo(
             f"sweep {exp.name}: {len(cells)} cells, {report.skipped} already finished, {len(todo)} to run -> {out_dir}"
-            + (f" (removed {len(report.removed_temp)} temporary file(s) of an interrupted write)" if report.removed_temp else "")
+            + (
+                f" (removed {len(report.removed_temp)} temporary file(s) of an interrupted write)"
+                if report.removed_temp
+                else ""
+            )
         )
         if report.stale:
-            echo(f"note: {len(report.stale)} part(s) in {out_dir} belong to no cell of the current definition; "
-                 f"`mecsim plot` ignores them")
+            echo(
+                f"note: {len(report.stale)} part(s) in {out_dir} belong to no cell of the current definition; "
+                f"`mecsim plot` ignores them"
+            )
         if todo:
             if cell_fn is None:
                 batch_fn: Callable = compute_batch
@@ -188,7 +211,9 @@ def run_sweep(
             with contextlib.ExitStack() as stack:
                 if client is None:
                     if workers and (scheduler_address or os.environ.get(ADDRESS_ENV)):
-                        echo("note: --workers applies to the local cluster only; the remote cluster keeps its workers")
+                        echo(
+                            "note: --workers applies to the local cluster only; the remote cluster keeps its workers"
+                        )
                     client = stack.enter_context(dask_client(scheduler_address, workers))
                 by_key = {}
                 for batch in batches:
@@ -205,8 +230,14 @@ def run_sweep(
                     by_key[future.key] = (future, batch)
                 total_cost = sum(batch_cost(b) for b in batches)
                 done_cost = 0.0
-                bar = tqdm(total=len(todo), unit="cell", desc=f"sweep {exp.name}", dynamic_ncols=True,
-                           disable=None if progress is None else not progress, file=sys.stderr)
+                bar = tqdm(
+                    total=len(todo),
+                    unit="cell",
+                    desc=f"sweep {exp.name}",
+                    dynamic_ncols=True,
+                    disable=None if progress is None else not progress,
+                    file=sys.stderr,
+                )
                 pending = as_completed([f for f, _ in by_key.values()])
                 try:
                     for future in pending:
@@ -223,17 +254,29 @@ def run_sweep(
                                 if cell.cell_id in done:
                                     continue  # a resumed batch: this cell's part is already there
                                 write_part(out_dir, cell, frame)
-                                append_timing(out_dir, cell, {**info, "wall_s": info["wall_s"] * cost(cell) / total})
+                                append_timing(
+                                    out_dir, cell, {**info, "wall_s": info["wall_s"] * cost(cell) / total}
+                                )
                                 report.computed.append(cell.cell_id)
                         else:
                             err = future.exception() if future.status == "error" else None
                             if err is None:
                                 err = RuntimeError(f"the task ended with status {future.status!r}")
-                            tb = "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
+                            tb = (
+                                "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
+                            )
                             for cell in batch:
-                                report.failed[cell.cell_id] = f"{cell.describe()}: {type(err).__name__}: {err}\n{tb}"
-                            others = f" (and {len(batch) - 1} other cell(s) of its batch)" if len(batch) > 1 else ""
-                            bar.write(f"cell failed: {batch[0].describe()}{others}: {type(err).__name__}: {err}")
+                                report.failed[cell.cell_id] = (
+                                    f"{cell.describe()}: {type(err).__name__}: {err}\n{tb}"
+                                )
+                            others = (
+                                f" (and {len(batch) - 1} other cell(s) of its batch)"
+                                if len(batch) > 1
+                                else ""
+                            )
+                            bar.write(
+                                f"cell failed: {batch[0].describe()}{others}: {type(err).__name__}: {err}"
+                            )
                         future.release()
                         done_cost += batch_cost(batch)
                         elapsed = time.perf_counter() - started
@@ -242,12 +285,16 @@ def run_sweep(
                         bar.update(sum(c.cell_id not in done for c in batch))
                 except KeyboardInterrupt:
                     bar.close()
-                    echo(f"\ninterrupted: {len(report.computed)} cell(s) of this run are saved; "
-                         f"run the same command again to finish the remaining {len(todo) - len(report.computed)}")
+                    echo(
+                        f"\ninterrupted: {len(report.computed)} cell(s) of this run are saved; "
+                        f"run the same command again to finish the remaining {len(todo) - len(report.computed)}"
+                    )
                     raise
                 finally:
                     bar.close()
-                    report.retried = _attempts(client, run_id, {b[0].cell_id: [c.cell_id for c in b] for _, b in by_key.values()})
+                    report.retried = _attempts(
+                        client, run_id, {b[0].cell_id: [c.cell_id for c in b] for _, b in by_key.values()}
+                    )
     report.wall_s = time.perf_counter() - started
     _summarise(report, echo)
     return report
@@ -296,5 +343,5 @@ def _summarise(report: SweepReport, echo: Callable[[str], None]) -> None:
     for cell_id, attempts in sorted(report.retried.items()):
         status = "failed" if cell_id in report.failed else "succeeded"
         echo(f"retried: cell {cell_id} ran {attempts} times (worker lost or error) and {status}")
-    for cell_id, error in report.failed.items():
+    for error in report.failed.values():
         echo(f"FAILED {error.rstrip()}")

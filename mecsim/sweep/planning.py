@@ -7,12 +7,13 @@ scan length (padding to the busiest replica is wasted work), and few enough for 
 workers to share the load. The batches depend only on the experiment's cells, so a
 resumed sweep recomputes them bit for bit.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -80,7 +81,9 @@ def plan(experiment: Experiment, echo: Callable[[str], None] = print) -> list[Ce
         elif all(experiment.blocks[i].optional for i in cell.blocks):
             skip_blocks.update(cell.blocks)
         else:
-            required_problems.setdefault("; ".join(problems), set()).add(f"{cell.method} [{cell.scenario.model}]")
+            required_problems.setdefault("; ".join(problems), set()).add(
+                f"{cell.method} [{cell.scenario.model}]"
+            )
     if required_problems:
         lines = [f"{why} (needed by {', '.join(sorted(who))})" for why, who in required_problems.items()]
         raise SweepError(f"experiment {experiment.name!r} cannot run here:\n  " + "\n  ".join(lines))
@@ -105,15 +108,28 @@ def batch_key(cell: Cell) -> tuple | None:
     """Cells with equal keys may share kernel calls (`plan_batches`); None: the cell runs alone."""
     if not on_kernel(cell):
         return None
-    from ..backends.kernel.shape import Spec  # the kernel's static shape; N may differ (padded to the largest)
+    from ..backends.kernel.shape import (
+        Spec,  # the kernel's static shape; N may differ (padded to the largest)
+    )
 
     options = json.dumps(cell.options, sort_keys=True, default=str)
     eval_episodes = cell.eval_episodes if cell.learner else 0
-    return (cell.method, cell.scheduler, cell.learner, cell.episodes, eval_episodes, options, cell.engine, cell.timing,
-            replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0))
+    return (
+        cell.method,
+        cell.scheduler,
+        cell.learner,
+        cell.episodes,
+        eval_episodes,
+        options,
+        cell.engine,
+        cell.timing,
+        replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0),
+    )
 
 
-def plan_batches(cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float = BATCH_SPREAD) -> list[list[Cell]]:
+def plan_batches(
+    cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float = BATCH_SPREAD
+) -> list[list[Cell]]:
     """Group ``cells`` into batches, each run as one task on one worker.
 
     The grouping depends only on the cells given (not on which are finished), so a resumed
@@ -132,7 +148,9 @@ def plan_batches(cells: list[Cell], max_cells: int = BATCH_CELLS, spread: float 
         members.sort(key=lambda c: (scan_length(c), c.cell_id))
         current: list[Cell] = []
         for cell in members:
-            if current and (len(current) >= max_cells or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)):
+            if current and (
+                len(current) >= max_cells or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)
+            ):
                 batches.append(current)
                 current = []
             current.append(cell)

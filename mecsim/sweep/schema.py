@@ -23,6 +23,7 @@ JSON. A cell listed by several blocks (the default point lies on every sweep) is
 once; the dataset's ``sweep``/``swept_value`` columns name its first block and ``sweeps``
 lists all of them.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -107,7 +108,7 @@ class SweepBlock(_Table):
     """true: the block is left out, with a note, when a scheduler it needs is missing"""
 
     @model_validator(mode="after")
-    def _values(self) -> "SweepBlock":
+    def _values(self) -> SweepBlock:
         if self.parameter is None:
             if self.values is not None:
                 raise ValueError("values given without a parameter")
@@ -115,9 +116,13 @@ class SweepBlock(_Table):
         if not self.values:
             raise ValueError(f"parameter {self.parameter!r} needs a non-empty values list")
         x = self.x if self.x is not None else self.values
-        if len(x) != len(self.values) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
-            raise ValueError("x must give one number per value (values are not all numbers, e.g. capacity vectors, "
-                             "so give x)")
+        if len(x) != len(self.values) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in x
+        ):
+            raise ValueError(
+                "x must give one number per value (values are not all numbers, e.g. capacity vectors, "
+                "so give x)"
+            )
         return self
 
     def points(self) -> list[tuple[Any, float]]:
@@ -160,7 +165,9 @@ def find_experiment(name_or_path: str | Path, relative_to: Path | None = None) -
         if candidate.is_file():
             return candidate
     known = sorted({p.stem for d in experiments_dirs() if d.is_dir() for p in d.glob("*.toml")})
-    raise SweepError(f"no experiment {str(name_or_path)!r}; known: {', '.join(known) or 'none'} (or give a .toml path)")
+    raise SweepError(
+        f"no experiment {str(name_or_path)!r}; known: {', '.join(known) or 'none'} (or give a .toml path)"
+    )
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -174,7 +181,11 @@ def _read(path: Path) -> dict[str, Any]:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 

@@ -4,14 +4,16 @@ Each part is written atomically (`mecsim.results.write_atomic`), so an interrupt
 resumes by skipping finished cells; temporary files of an interrupted write are removed at
 the next start. A directory lock keeps two sweeps from writing the same directory.
 """
+
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -89,7 +91,10 @@ def relabel_parts(cells: list[Cell], out_dir: Path) -> tuple[list[str], set[str]
             first is not None
             and first["experiment"] == cell.experiment
             and first["sweep"] == cell.sweep
-            and (first["swept_value"] == cell.swept_value or (math.isnan(first["swept_value"]) and math.isnan(cell.swept_value)))
+            and (
+                first["swept_value"] == cell.swept_value
+                or (math.isnan(first["swept_value"]) and math.isnan(cell.swept_value))
+            )
             and list(first["sweeps"]) == cell.sweeps
         )
         if not same:

@@ -3,13 +3,15 @@
 Workers return tables to the client, which does all the writing, so a remote cluster
 needs no shared file system.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import socket
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -39,8 +41,16 @@ def _log_event(run_id: str, cell_id: str, event: str, **extra: Any) -> None:
     try:
         from distributed import get_worker
 
-        get_worker().log_event(EVENT_TOPIC, {"run": run_id, "cell": cell_id, "event": event,
-                                             "where": f"{socket.gethostname()}:{os.getpid()}", **extra})
+        get_worker().log_event(
+            EVENT_TOPIC,
+            {
+                "run": run_id,
+                "cell": cell_id,
+                "event": event,
+                "where": f"{socket.gethostname()}:{os.getpid()}",
+                **extra,
+            },
+        )
     except (ImportError, ValueError):
         pass  # not on a Dask worker
 
@@ -53,13 +63,24 @@ def compute_cell(payload: dict[str, Any]) -> pd.DataFrame:
     if payload["learner"]:
         from ..training import train
 
-        frame = train(scenario, payload["scheduler"], payload["episodes"], eval_episodes=payload["eval_episodes"],
-                      options=payload["options"], **common).episodes
+        frame = train(
+            scenario,
+            payload["scheduler"],
+            payload["episodes"],
+            eval_episodes=payload["eval_episodes"],
+            options=payload["options"],
+            **common,
+        ).episodes
     else:
         from ..runner import run
 
-        frame, _ = run(scenario, payload["scheduler"], payload["episodes"], scheduler_options=payload["options"],
-                       **common)
+        frame, _ = run(
+            scenario,
+            payload["scheduler"],
+            payload["episodes"],
+            scheduler_options=payload["options"],
+            **common,
+        )
     return decorate(frame, payload)
 
 
@@ -75,23 +96,42 @@ def compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
     if first["learner"]:
         from ..training import train_many
 
-        results = train_many(scenarios, first["scheduler"], first["episodes"], eval_episodes=first["eval_episodes"],
-                             options=first["options"], timing=first["timing"], engine=first["engine"])
+        results = train_many(
+            scenarios,
+            first["scheduler"],
+            first["episodes"],
+            eval_episodes=first["eval_episodes"],
+            options=first["options"],
+            timing=first["timing"],
+            engine=first["engine"],
+        )
         frames = [r.episodes for r in results]
     else:
         from ..runner import run_many
 
-        frames = run_many(scenarios, first["scheduler"], first["episodes"], scheduler_options=first["options"],
-                          timing=first["timing"], engine=first["engine"])
+        frames = run_many(
+            scenarios,
+            first["scheduler"],
+            first["episodes"],
+            scheduler_options=first["options"],
+            timing=first["timing"],
+            engine=first["engine"],
+        )
     return [decorate(frame, p) for frame, p in zip(frames, payloads)]
 
 
-def each(cell_fn: Callable[[dict[str, Any]], pd.DataFrame], payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
+def each(
+    cell_fn: Callable[[dict[str, Any]], pd.DataFrame], payloads: list[dict[str, Any]]
+) -> list[pd.DataFrame]:
     """A batch function that runs every cell alone through ``cell_fn``."""
     return [cell_fn(p) for p in payloads]
 
 
-def attempt(batch_fn: Callable[[list[dict[str, Any]]], list[pd.DataFrame]], payloads: list[dict[str, Any]], run_id: str):
+def attempt(
+    batch_fn: Callable[[list[dict[str, Any]]], list[pd.DataFrame]],
+    payloads: list[dict[str, Any]],
+    run_id: str,
+):
     """One attempt at a batch of cells on a worker: logs start/error events (for the retry report), times it."""
     limit_threads()
     for payload in payloads:

@@ -12,9 +12,11 @@ same scan:
 Replicas with fewer task slots per BS than the group's largest N are padded with task
 slots that never hold a task (the decision order of the real ones is unchanged).
 """
+
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Replaying recorded decisions on the kernel (parity checks against the Python path)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

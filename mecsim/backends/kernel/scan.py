@@ -7,11 +7,13 @@ for a decision, gets its make-span and is committed to the state; ``end_slot`` d
 the queues after each slot. Per-task outputs (raw make-span, failed, reward, subset,
 fractions, the policy's aux) come back in decision order.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from functools import lru_cache, partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,9 +21,9 @@ import numpy as np
 from jax import lax
 
 from ...arrivals import stream_seed
+from ...jaxconfig import jit
 from ...models import slotted
 from .layout import Tasks
-from ...jaxconfig import jit
 from .shape import Env, JaxPolicy, KernelContext, KernelTask, SlotView, Spec, context
 
 PREPARE_KEY = 1 << 30  # fold-in index of a slot's `prepare` key (task keys use their position < 2^30)
@@ -46,16 +48,22 @@ def task_key(key, slot, pos):
     return jax.random.fold_in(jax.random.fold_in(key, slot), pos)
 
 
-def task_step(ctx: KernelContext, decide: Callable, params, key, state: slotted.SlotState, x: Tasks, prepared=None):
+def task_step(
+    ctx: KernelContext, decide: Callable, params, key, state: slotted.SlotState, x: Tasks, prepared=None
+):
     """One entry: the decision, its make-span and the state update (padding leaves the state alone)."""
     p = ctx.p
     wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, p, jnp)
-    task = KernelTask(x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density, wait, duration, split_duration, prepared)
+    task = KernelTask(
+        x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density, wait, duration, split_duration, prepared
+    )
     decision = decide(params, task_key(key, x.slot, x.pos), state, task, ctx)
     subset, fractions = (jnp.asarray(a, wait.dtype) for a in decision[:2])
     aux = decision[2] if len(decision) > 2 else None
     span = slotted.makespan(wait, duration, split_duration, subset, fractions, p, jnp)
-    new, span, failed, reward = slotted.commit_task(state, x.bs, x.size, x.density, subset, fractions, span, p, jnp)
+    new, span, failed, reward = slotted.commit_task(
+        state, x.bs, x.size, x.density, subset, fractions, span, p, jnp
+    )
     return _select(x.valid, new, state), Outputs(span, failed, reward, subset, fractions, aux)
 
 
@@ -133,7 +141,9 @@ def compiled_slots(spec: Spec, policy: JaxPolicy):
         slot_tasks = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, t, keepdims=False), tasks)
         return slot_step(spec, policy, env, params, key, carry, slot_tasks, t)
 
-    return jit(jax.vmap(one, in_axes=(0, 0 if policy.batched_params else None, 0, 0, 0, None)), donate_argnums=(3,))
+    return jit(
+        jax.vmap(one, in_axes=(0, 0 if policy.batched_params else None, 0, 0, 0, None)), donate_argnums=(3,)
+    )
 
 
 def policy_key(seed: int, episode: int, stream: str = "arrivals") -> np.ndarray:

@@ -20,10 +20,12 @@ rule). The optional ``aux`` (e.g. an action index) is returned per task. ``decid
 ``prepare``) must be module-level functions or hashable objects that compare equal across
 calls, so that compiled kernels are reused.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -123,24 +125,30 @@ class Spec:
     length: int = 0
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario, length: int = 0) -> "Spec":
+    def from_scenario(cls, scenario: Scenario, length: int = 0) -> Spec:
         return cls(
-            scenario.n_bs, scenario.tasks_per_slot, scenario.decision_slots, scenario.allocation,
-            scenario.variant.structural(), int(length),
+            scenario.n_bs,
+            scenario.tasks_per_slot,
+            scenario.decision_slots,
+            scenario.allocation,
+            scenario.variant.structural(),
+            int(length),
         )
 
-    def with_length(self, length: int) -> "Spec":
+    def with_length(self, length: int) -> Spec:
         return replace(self, length=int(length))
 
     @classmethod
-    def of_group(cls, scenarios: Sequence[Scenario]) -> "Spec":
+    def of_group(cls, scenarios: Sequence[Scenario]) -> Spec:
         """The shape shared by ``scenarios``, with the largest N (smaller ones are padded); raises
         ValueError when they differ in anything else static."""
         specs = {cls.from_scenario(sc) for sc in scenarios}
         n_max = max(s.tasks_per_slot for s in specs)
         padded = {replace(s, tasks_per_slot=n_max) for s in specs}
         if len(padded) != 1:
-            raise ValueError("replicas of one kernel call must share B, slots, the allocation rule and the flags")
+            raise ValueError(
+                "replicas of one kernel call must share B, slots, the allocation rule and the flags"
+            )
         return padded.pop()
 
 

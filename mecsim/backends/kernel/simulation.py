@@ -10,11 +10,13 @@ host round trip per slot and the padding of the nested layout; see `benchmarks/k
 Per-episode metrics come from `mecsim.tasklog.episode_metrics`, so the compiled and the
 Python path give the same tables.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +26,11 @@ import simpy
 from ...arrivals import Trace, episode_trace
 from ...config import Scenario
 from ...engine import EpisodeResult
+from ...jaxconfig import x64
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import Outputs, compiled_episodes, compiled_slots, initial_carry, policy_key, static_policy
-from ...jaxconfig import x64
 from .shape import Env, JaxPolicy, Spec, env_of
 
 GRANULARITIES = ("episode", "slot")
@@ -139,7 +141,9 @@ def run_batch(
     else:
         needed = int(max(max(slot_counts(tr, first.decision_slots).max(initial=0), 1) for tr in traces))
         expected = max(expected_length(r.scenario, "nested") for r in replicas)
-        length = length or pick_length(("nested", base, len(replicas)), needed, 8, spread=1.5, expected=expected)
+        length = length or pick_length(
+            ("nested", base, len(replicas)), needed, 8, spread=1.5, expected=expected
+        )
         tasks = compact_nested(traces, first.decision_slots, length)
     spec = base.with_length(length)
     envs = stack_env(replicas)
@@ -213,7 +217,9 @@ class CompiledSimulation:
         self.scheduler = scheduler
         self.policy = policy if policy is not None else jax_policy_of(scheduler)
         if self.policy is None:
-            raise SchedulerError(f"scheduler {getattr(scheduler, 'name', scheduler)!r} has no JAX-native form")
+            raise SchedulerError(
+                f"scheduler {getattr(scheduler, 'name', scheduler)!r} has no JAX-native form"
+            )
         self.group = max(1, int(group))
         self.granularity = granularity
         self._planned: dict[str, list[int]] = {}
@@ -226,7 +232,9 @@ class CompiledSimulation:
         queue = self._planned.setdefault(stream, [])
         queue.extend(e for e in episodes if e not in queue)
 
-    def run_episode(self, episode: int, trace: Trace | None = None, stream: str = "arrivals") -> EpisodeResult:
+    def run_episode(
+        self, episode: int, trace: Trace | None = None, stream: str = "arrivals"
+    ) -> EpisodeResult:
         key = (stream, episode)
         if trace is not None:
             result = self.run_episodes([episode], stream, traces={episode: trace})[0]
@@ -246,7 +254,9 @@ class CompiledSimulation:
             end(episode, result.metrics)
         return result
 
-    def run_episodes(self, episodes: Sequence[int], stream: str = "arrivals", traces: dict | None = None) -> list[EpisodeResult]:
+    def run_episodes(
+        self, episodes: Sequence[int], stream: str = "arrivals", traces: dict | None = None
+    ) -> list[EpisodeResult]:
         """Run the episodes in one vmapped call (no scheduler hooks); results in the given order."""
         traces = traces or {}
         replicas = [Replica(self.scenario, e, stream, traces.get(e)) for e in episodes]

@@ -15,11 +15,13 @@ steps for the same transitions and keys. The scheduler holds its learner state i
 are JAX keys derived from the learner's seed, so a replica's curve does not depend on
 which others run beside it.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +35,8 @@ from ...jaxconfig import jit, x64
 from ...scheduling import SchedulerError, hook, make_scheduler
 from ...tables import episode_row
 from ...tasklog import TaskLog, episode_metrics
-from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from . import scan
+from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import initial_carry, policy_key
 from .shape import JaxPolicy, Spec
 from .simulation import Replica, stack_env
@@ -85,7 +87,15 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
         grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
         next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[..., 0]  # (R, B)
         state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
-            state, out, slot_tasks, sim[0].backlog, new_sim[0].backlog, grid_t, next_first, t, env.tasks_per_slot
+            state,
+            out,
+            slot_tasks,
+            sim[0].backlog,
+            new_sim[0].backlog,
+            grid_t,
+            next_first,
+            t,
+            env.tasks_per_slot,
         )
         slot_step = slot_step + 1
         due = learner.due(slot_step)
@@ -94,7 +104,9 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
         return (new_sim, state, slot_step, learn_step), out
 
     init = (carry0, state, slot_step, learn_step)
-    (sim, state, slot_step, learn_step), out = lax.scan(body, init, (tasks_tm, jnp.arange(spec.decision_slots)))
+    (sim, state, slot_step, learn_step), out = lax.scan(
+        body, init, (tasks_tm, jnp.arange(spec.decision_slots))
+    )
     out = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), out)  # (R, T, W, ...)
     return out, sim, state, (slot_step, learn_step)
 
@@ -143,9 +155,13 @@ class KernelTrainer:
         options: dict | None = None,
     ):
         if isinstance(scenario, Scenario):
-            self.scenarios = [scenario.replace(seed=s) for s in (seeds if seeds is not None else [scenario.seed])]
+            self.scenarios = [
+                scenario.replace(seed=s) for s in (seeds if seeds is not None else [scenario.seed])
+            ]
         elif seeds is not None:
-            raise ValueError("seeds: give either one scenario and its seeds, or a list of scenarios (with their seeds)")
+            raise ValueError(
+                "seeds: give either one scenario and its seeds, or a list of scenarios (with their seeds)"
+            )
         else:
             self.scenarios = list(scenario)
         if not self.scenarios:
@@ -168,7 +184,9 @@ class KernelTrainer:
         make_learner = hook(first, "kernel_learner")
         self.learner = make_learner() if make_learner is not None else None
         if self.learner is None:
-            raise SchedulerError(f"scheduler {scheduler_name!r} cannot train on the kernel (no kernel learner)")
+            raise SchedulerError(
+                f"scheduler {scheduler_name!r} cannot train on the kernel (no kernel learner)"
+            )
         # exploration keys follow each learner's seed (the scenario's unless the scheduler says otherwise)
         self.learner_seeds = [getattr(s, "learner_seed", s.scenario.seed) for s in self.schedulers]
         self.state = _stack([s.state for s in self.schedulers])
@@ -212,7 +230,9 @@ class KernelTrainer:
     def _record(self, rows, episode, tasks, out, served, timing):
         (span, failed, reward), served = jax.device_get((out, served))
         now = time.perf_counter()
-        wall = (now - self._last) / len(self.scenarios) if timing else None  # this episode's share per replica
+        wall = (
+            (now - self._last) / len(self.scenarios) if timing else None
+        )  # this episode's share per replica
         self._last = now
         for i, sc in enumerate(self.scenarios):
             valid = tasks.valid[i]
@@ -225,6 +245,6 @@ class KernelTrainer:
         """Put the learned state and counters into the per-replica schedulers and return them."""
         slot_step, learn_step = (int(c) for c in self.counters)
         for i, sched in enumerate(self.schedulers):
-            sched.state = jax.tree.map(lambda a: jnp.asarray(a[i]), self.state)
+            sched.state = jax.tree.map(lambda a, i=i: jnp.asarray(a[i]), self.state)
             sched.slot_step, sched.learn_step = slot_step, learn_step
         return self.schedulers
