@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .backends import DEFAULT_ENGINE, ENGINES
-from .config import ConfigError, Scenario, load_scenario, parse_assignment
+from .config import PRESETS, ConfigError, Scenario, load_scenario, parse_assignment
 from .scheduling import SchedulerError, available_schedulers
 
 
@@ -47,13 +47,6 @@ def main() -> None:
 config_option = click.option(
     "--config", "config", type=click.Path(exists=True, dir_okay=False), help="scenario TOML file"
 )
-engine_option = click.option(
-    "--engine",
-    type=click.Choice(list(ENGINES)),
-    default=DEFAULT_ENGINE,
-    show_default=True,
-    help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); python: the SimPy engine; auto: the kernel when possible",
-)
 set_option = click.option(
     "--set",
     "sets",
@@ -63,22 +56,59 @@ set_option = click.option(
 )
 
 
+def _scenario_choice(name: str, choices: list[str], what: str):
+    return click.option(
+        name, type=click.Choice(choices), default=None, help=f"{what} (default: the scenario's)"
+    )
+
+
+model_option = _scenario_choice("--model", ["slotted", "event"], "delay model")
+preset_option = _scenario_choice("--preset", list(PRESETS), "environment preset")
+seed_option = click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)"
+)
+scheduler_options = click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="scheduler option (repeatable), e.g. lr=0.001",
+)
+timing_option = click.option(
+    "--timing/--no-timing",
+    default=True,
+    show_default=True,
+    help="record wall time (off: byte-reproducible output)",
+)
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(list(ENGINES)),
+    default=DEFAULT_ENGINE,
+    show_default=True,
+    help="compiled: the JAX slot kernel (slotted model, schedulers with a JAX form); python: the SimPy engine; "
+    "auto: the kernel when possible",
+)
+
+
+def run_options(fn):
+    """The options every command that runs a scheduler shares: the scenario, the scheduler, the engine."""
+    for option in (
+        engine_option,
+        timing_option,
+        scheduler_options,
+        seed_option,
+        preset_option,
+        model_option,
+        set_option,
+        config_option,
+    ):
+        fn = option(fn)
+    return click.option("--scheduler", required=True, help="registered name or package.module:ClassName")(fn)
+
+
 @main.command()
-@click.option("--scheduler", required=True, help="registered name or package.module:ClassName")
-@click.option(
-    "--model",
-    type=click.Choice(["slotted", "event"]),
-    default=None,
-    help="delay model (default: the scenario's)",
-)
-@click.option(
-    "--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal"
-)
+@run_options
 @click.option("--episodes", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)")
-@config_option
-@set_option
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="scheduler option (repeatable)")
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True),
@@ -87,28 +117,21 @@ set_option = click.option(
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="per-episode parquet file")
 @click.option("--tasks-out", type=click.Path(dir_okay=False), default=None, help="per-task parquet file")
-@click.option(
-    "--timing/--no-timing",
-    default=True,
-    show_default=True,
-    help="record wall time (off: byte-reproducible output)",
-)
-@engine_option
 def run(
     scheduler,
-    model,
-    preset,
-    episodes,
-    seed,
     config,
     sets,
+    model,
+    preset,
+    seed,
     options,
+    timing,
+    engine,
+    episodes,
     checkpoint,
     out,
     tasks_out,
-    timing,
-    engine,
-) -> None:
+):
     """Run a scheduler for some episodes and write the tidy per-episode table."""
     from .results import write_parquet
     from .runner import run as run_scheduler
@@ -139,13 +162,8 @@ def run(
 
 
 @main.command("train")
-@click.option(
-    "--scheduler",
-    required=True,
-    help="a learning scheduler: amcoedge, drlcoedge, smcoedge, smcoedge-topk, ...",
-)
+@run_options
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="online training episodes")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="seed (default: the scenario's, 0)")
 @click.option(
     "--out",
     required=True,
@@ -159,34 +177,9 @@ def run(
     show_default=True,
     help="greedy episodes on fresh traces after training",
 )
-@config_option
-@set_option
-@click.option(
-    "--option",
-    "options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="scheduler option (repeatable), e.g. lr=0.001",
-)
-@click.option(
-    "--preset", default=None, help="environment preset: amcoedge, randcoedge, drlcoedge, smcoedge, optimal"
-)
-@click.option(
-    "--model",
-    type=click.Choice(["slotted", "event"]),
-    default=None,
-    help="delay model (default: the scenario's)",
-)
-@click.option(
-    "--timing/--no-timing",
-    default=True,
-    show_default=True,
-    help="record wall time (off: byte-reproducible output)",
-)
-@engine_option
 def train_command(
-    scheduler, episodes, seed, out, eval_episodes, config, sets, options, preset, model, timing, engine
-) -> None:
+    scheduler, config, sets, model, preset, seed, options, timing, engine, episodes, out, eval_episodes
+):
     """Train a learning scheduler online, evaluate it greedily, save the table and a checkpoint."""
     from .training import train
 

@@ -50,21 +50,22 @@ class TaskLog:
         """Rows of slot ``t``'s tasks."""
         return slice(int(self.slot_start[t]), int(self.slot_start[t + 1]))
 
+    def _arrivals(self, t: int) -> dict[str, np.ndarray]:
+        """Slot ``t``'s arrival columns: BS, task slot index, size, density."""
+        rows = self.slot_rows(t)
+        return {
+            "bs": self.bs[rows],
+            "task": self.task[rows],
+            "size": self.size[rows],
+            "density": self.density[rows],
+        }
+
     def slot_observation(
         self, t: int, now: float, backlog: np.ndarray, scenario: Scenario
     ) -> SlotObservation:
         """Every task of slot ``t`` with the start-of-slot ``backlog``, for ``decide_slot``."""
-        rows = self.slot_rows(t)
         return SlotObservation(
-            time=now,
-            slot=t,
-            bs=self.bs[rows],
-            task=self.task[rows],
-            size=self.size[rows],
-            density=self.density[rows],
-            backlog=backlog,
-            scenario=scenario,
-            episode=self.episode,
+            time=now, slot=t, backlog=backlog, scenario=scenario, episode=self.episode, **self._arrivals(t)
         )
 
     def slot_feedback(
@@ -74,10 +75,7 @@ class TaskLog:
         rows = self.slot_rows(t)
         return SlotFeedback(
             slot=t,
-            bs=self.bs[rows],
-            task=self.task[rows],
-            size=self.size[rows],
-            density=self.density[rows],
+            **self._arrivals(t),
             backlog=backlog,
             subsets=self.subset[rows].astype(float),
             fractions=self.fractions[rows],

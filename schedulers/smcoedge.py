@@ -35,26 +35,20 @@ class SMCoEdgeTopKConfig(SMCoEdgeConfig):
     """weights ~ N(0, init_std)"""
 
 
-def _check_k(name: str, k: int, n_bs: int) -> None:
-    if not 1 <= k <= n_bs:
-        raise SchedulerError(
-            f"scheduler {name!r}: k = {k} must be between 1 and the number of servers {n_bs}"
-        )
-
-
 class SMCoEdgeScheduler(DQNScheduler):
     name = "smcoedge"
     config_class = SMCoEdgeConfig
+    head_class: type[FixedKSubsets | TopK] = FixedKSubsets
 
-    def make_head(self, config: SMCoEdgeConfig) -> FixedKSubsets:
-        _check_k(self.name, config.k, self.n_bs)
-        return FixedKSubsets(self.n_bs, config.k)
+    def make_head(self, config: SMCoEdgeConfig) -> FixedKSubsets | TopK:
+        if not 1 <= config.k <= self.n_bs:
+            raise SchedulerError(
+                f"scheduler {self.name!r}: k = {config.k} must be between 1 and the number of servers {self.n_bs}"
+            )
+        return self.head_class(self.n_bs, config.k)
 
 
-class SMCoEdgeTopKScheduler(DQNScheduler):
+class SMCoEdgeTopKScheduler(SMCoEdgeScheduler):
     name = "smcoedge-topk"
     config_class = SMCoEdgeTopKConfig
-
-    def make_head(self, config: SMCoEdgeTopKConfig) -> TopK:
-        _check_k(self.name, config.k, self.n_bs)
-        return TopK(self.n_bs, config.k)
+    head_class = TopK

@@ -473,3 +473,27 @@ def test_batched_sweep_matches_cells_run_alone_and_resumes_bit_identically(clien
     resumed = run_sweep(path, results_dir=tmp_path / "batched", **quiet)
     assert resumed.ok and resumed.computed == [victim]
     pd.testing.assert_frame_equal(_sorted(load(out)), reference)
+
+
+def test_an_experiment_extends_another(tiny: Path, tmp_path: Path):
+    child = tmp_path / "child.toml"
+    child.write_text(
+        'extends = "tiny.toml"\nname = "child"\n[run]\nseeds = [3]\n[methods.optimal]\nepisodes = 5\n'
+        '[[sweep]]\nname = "default"\n'
+    )
+    parent, exp = load_experiment(tiny), load_experiment(child)
+    assert exp.name == "child" and exp.seeds == [3]
+    assert exp.eval_episodes == parent.eval_episodes  # [run] merged key by key
+    assert (
+        exp.methods["optimal"].episodes == 5 and exp.methods["optimal"].preset == "optimal"
+    )  # method merged
+    assert set(exp.methods) == set(parent.methods)
+    assert [b.name for b in exp.blocks] == ["default"]  # the child's blocks replace the parent's
+    assert exp.scenario == parent.scenario
+    loop = tmp_path / "loop.toml"
+    loop.write_text(child.read_text().replace('extends = "tiny.toml"', 'extends = "loop.toml"'))
+    with pytest.raises(SweepError, match="extends it back"):
+        load_experiment(loop)
+    loop.write_text(child.read_text().replace('extends = "tiny.toml"', 'extends = "nowhere"'))
+    with pytest.raises(SweepError, match="no experiment 'nowhere'"):
+        load_experiment(loop)

@@ -54,18 +54,28 @@ class SlottedParams(NamedTuple):
     remote_masks: np.ndarray  # (B, B) 0/1 floats, row b: the servers remote from BS b
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario) -> SlottedParams:
-        eye = np.eye(scenario.n_bs)
+    def build(cls, n_bs: int, variant: EnvVariant, xp=np, **numbers) -> SlottedParams:
+        """Parameters from the variant and the `NUMBERS` (arrays of ``xp``, or values traced by JAX)."""
+        eye = np.eye(n_bs)
         return cls(
+            variant=variant, local_masks=xp.asarray(eye > 0), remote_masks=xp.asarray(1.0 - eye), **numbers
+        )
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> SlottedParams:
+        return cls.build(
+            scenario.n_bs,
+            scenario.variant,
             capacities=np.asarray(scenario.capacities, dtype=float),
             rates=np.asarray(scenario.rates, dtype=float),
             slot_length=scenario.slot_length,
             deadline=scenario.deadline,
             fail_penalty=scenario.variant.fail_penalty,
-            variant=scenario.variant,
-            local_masks=eye > 0,
-            remote_masks=1.0 - eye,
         )
+
+
+NUMBERS = ("capacities", "rates", "slot_length", "deadline", "fail_penalty")
+"""The fields of `SlottedParams` that are numbers (the compiled kernel may vary them per replica)."""
 
 
 def initial_state(n_servers: int, xp=np) -> SlotState:

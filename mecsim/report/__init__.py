@@ -14,7 +14,7 @@ from pathlib import Path
 from ..results import load, write_text
 from ..sweep import Experiment, load_experiment
 from .data import METRIC_NOTE, summarise
-from .figures import convergence_figures, default_figure, seed_spread_figure, start_end_figure, sweep_figures
+from .figures import convergence_figures, default_figures, start_end_figure, sweep_figures
 from .table import results_table
 
 
@@ -44,8 +44,7 @@ def plot_experiment(
     written = []
     written += sweep_figures(summary, members, exp, figures)
     written += convergence_figures(df, members, exp, figures)
-    written += default_figure(summary, members, exp, figures)
-    written += seed_spread_figure(summary, members, exp, figures)
+    written += default_figures(summary, members, exp, figures)
     written += start_end_figure(summary, members, exp, figures)
     table = out / "table.md"
     text = results_table(summary, members, exp)

@@ -154,6 +154,21 @@ def sweep_figures(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment,
     return written
 
 
+def _published_stars(ax: Any, order: list[str], pub: pd.DataFrame, size: float, label: str) -> None:
+    """A black star at each method of ``order`` (x = its position) with a published make-span."""
+    xs = [i for i, m in enumerate(order) if m in pub.index]
+    ax.scatter(
+        xs, [pub.loc[order[i], "makespan"] for i in xs], marker="*", s=size, color="k", zorder=5, label=label
+    )
+
+
+def _rerun_diamonds(ax: Any, xs, ys, label: str) -> None:
+    """Hollow black diamonds: runs of the reference's own code."""
+    ax.scatter(
+        xs, ys, marker="D", s=18, facecolor="none", edgecolor="k", linewidth=0.8, zorder=5, label=label
+    )
+
+
 def _figure_legend(fig: Any, axes: Any) -> None:
     """One legend for the whole figure, right of the panels (labels deduplicated across panels)."""
     entries: dict[str, Any] = {}
@@ -247,13 +262,19 @@ def convergence_figures(
     return written
 
 
-def default_figure(
+def default_figures(
     summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
 ) -> list[Path]:
-    plt, sns = _setup()
+    """The default point per setting (`default_figure`) and seed by seed (`seed_spread_figure`)."""
     data = default_point(summary, members, exp)
     if data.empty:
         return []
+    return default_figure(data, exp, out_dir) + seed_spread_figure(data, exp, out_dir)
+
+
+def default_figure(data: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
+    """Every method at the default point, one bar per setting (mean and 95 % t-interval over seeds)."""
+    plt, sns = _setup()
     order = [m for m in exp.methods if m in set(data["method"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, ylabel in (
@@ -272,17 +293,7 @@ def default_figure(
             err_kws={"linewidth": 1},
         )
         if metric == "makespan" and comparable_to_published(exp):
-            pub = published_default()
-            xs = [i for i, m in enumerate(order) if m in pub.index]
-            ax.scatter(
-                xs,
-                [pub.loc[order[i], "makespan"] for i in xs],
-                marker="*",
-                s=90,
-                color="k",
-                zorder=5,
-                label="published (own preset, last 50)",
-            )
+            _published_stars(ax, order, published_default(), 90, "published (own preset, last 50)")
         ax.set_ylabel(ylabel)
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=30)
@@ -295,14 +306,9 @@ def default_figure(
     return _save(fig, out_dir, "default-point", caption)
 
 
-def seed_spread_figure(
-    summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, out_dir: Path
-) -> list[Path]:
+def seed_spread_figure(data: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
     """The default point seed by seed: one panel per setting, a box and the per-seed values per method."""
     plt, sns = _setup()
-    data = default_point(summary, members, exp)
-    if data.empty:
-        return []
     settings = sorted(data["setting"].unique(), key=lambda s: (not s.startswith("slotted"), "common" in s, s))
     order = [m for m in exp.methods if m in set(data["method"])]
     palette = _palette(list(exp.methods))
@@ -335,16 +341,7 @@ def seed_spread_figure(
                 i + offsets, values, s=16, color=palette[method], edgecolor="k", linewidth=0.4, zorder=4
             )
         if comparable and setting == "slotted, own preset":
-            xs = [i for i, m in enumerate(present) if m in pub.index]
-            ax.scatter(
-                xs,
-                [pub.loc[present[i], "makespan"] for i in xs],
-                marker="*",
-                s=140,
-                color="k",
-                zorder=5,
-                label="published (one run each)",
-            )
+            _published_stars(ax, present, pub, 140, "published (one run each)")
             reruns = rerun_default()
             reruns = reruns[reruns["environment"] == "own preset"]
             xs, ys = [], []
@@ -353,17 +350,7 @@ def seed_spread_figure(
                 xs += [i + 0.36] * len(values)
                 ys += values
             if ys:
-                ax.scatter(
-                    xs,
-                    ys,
-                    marker="D",
-                    s=18,
-                    facecolor="none",
-                    edgecolor="k",
-                    linewidth=0.8,
-                    zorder=5,
-                    label="reference code, rerun here",
-                )
+                _rerun_diamonds(ax, xs, ys, "reference code, rerun here")
             ax.legend(fontsize=7, frameon=False, loc="upper right")
         ax.set_title(setting)
         ax.set_xlabel("")
@@ -379,7 +366,7 @@ def seed_spread_figure(
     if comparable:
         caption += (
             " Stars: the published CSVs, one run per method (spec §8.1). Diamonds: runs of the reference's "
-            'own code, made for this package (README, "The reference code, rerun").'
+            "own code, made for this package (docs/reference-rerun.md)."
         )
     return _save(fig, out_dir, "default-seeds", caption)
 
@@ -426,16 +413,8 @@ def start_end_figure(
             label=f"ours, {len(ours)} seeds",
         )
         if not theirs.empty:
-            ax.scatter(
-                theirs["first_makespan"],
-                theirs["makespan"],
-                marker="D",
-                s=18,
-                facecolor="none",
-                edgecolor="k",
-                linewidth=0.8,
-                zorder=5,
-                label=f"reference code, {len(theirs)} reruns",
+            _rerun_diamonds(
+                ax, theirs["first_makespan"], theirs["makespan"], f"reference code, {len(theirs)} reruns"
             )
         ax.scatter([start], [end], marker="*", s=140, color="k", zorder=6, label="published run")
         ax.set_title(method)

@@ -97,44 +97,36 @@ def cell_hash(identity: dict[str, Any]) -> str:
 
 @dataclass
 class Experiment:
-    """A validated experiment file (`schema.ExperimentFile`) with its name and path."""
+    """A validated experiment file (`schema.ExperimentFile`): its tables, its name and its path."""
 
     name: str
     description: str
     path: Path
-    spec: ExperimentFile
+    seeds: list[int]
+    engine: str
+    eval_episodes: int
+    common_preset: str
+    timing: bool
+    scenario: dict[str, Any]
+    methods: dict[str, MethodTable]
+    blocks: list[SweepBlock]
 
-    @property
-    def seeds(self) -> list[int]:
-        return self.spec.run.seeds
-
-    @property
-    def engine(self) -> str:
-        return self.spec.run.engine
-
-    @property
-    def eval_episodes(self) -> int:
-        return self.spec.run.eval_episodes
-
-    @property
-    def common_preset(self) -> str:
-        return self.spec.run.common_preset
-
-    @property
-    def timing(self) -> bool:
-        return self.spec.run.timing
-
-    @property
-    def scenario(self) -> dict[str, Any]:
-        return self.spec.scenario
-
-    @property
-    def methods(self) -> dict[str, MethodTable]:
-        return self.spec.methods
-
-    @property
-    def blocks(self) -> list[SweepBlock]:
-        return self.spec.sweep
+    @classmethod
+    def from_file(cls, path: Path, spec: ExperimentFile) -> Experiment:
+        run = spec.run
+        return cls(
+            spec.name or path.stem,
+            spec.description,
+            path,
+            run.seeds,
+            run.engine,
+            run.eval_episodes,
+            run.common_preset,
+            run.timing,
+            spec.scenario,
+            spec.methods,
+            spec.sweep,
+        )
 
     def block_methods(self, block: SweepBlock) -> list[str]:
         return list(self.methods) if block.methods == "all" else list(block.methods)
@@ -230,4 +222,4 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
                 f"{path}: sweep {block.name!r}: presets {bad}: use common, own or a preset name "
                 f"({', '.join(PRESETS)})"
             )
-    return Experiment(name=spec.name or path.stem, description=spec.description, path=path, spec=spec)
+    return Experiment.from_file(path, spec)

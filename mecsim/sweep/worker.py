@@ -57,66 +57,36 @@ def _log_event(run_id: str, cell_id: str, event: str, **extra: Any) -> None:
 
 def compute_cell(payload: dict[str, Any]) -> pd.DataFrame:
     """Run one cell: heuristic with `mecsim.runner.run`, learner with `mecsim.training.train`; its rows."""
-    limit_threads()
-    scenario = Scenario(**payload["scenario"])
-    common = dict(progress=False, timing=payload["timing"], engine=payload["engine"])
-    if payload["learner"]:
-        from ..training import train
-
-        frame = train(
-            scenario,
-            payload["scheduler"],
-            payload["episodes"],
-            eval_episodes=payload["eval_episodes"],
-            options=payload["options"],
-            **common,
-        ).episodes
-    else:
-        from ..runner import run
-
-        frame, _ = run(
-            scenario,
-            payload["scheduler"],
-            payload["episodes"],
-            scheduler_options=payload["options"],
-            **common,
-        )
-    return decorate(frame, payload)
+    return compute_batch([payload])[0]
 
 
 def compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
-    """Run cells that `planning.plan_batches` put together: on the kernel in shared compiled calls
-    (`mecsim.training.train_many`, `mecsim.runner.run_many`); each cell's rows equal its own run's up
-    to the last bit of rounding."""
+    """Run cells that `planning.plan_batches` put together (a single cell runs alone).
+
+    Several cells run on the kernel in shared compiled calls (`mecsim.training.train_many`,
+    `mecsim.runner.run_many`); each cell's rows equal its own run's up to the last bit of rounding.
+    """
     limit_threads()
-    if len(payloads) == 1:
-        return [compute_cell(payloads[0])]
     first = payloads[0]
+    name, episodes = first["scheduler"], first["episodes"]
     scenarios = [Scenario(**p["scenario"]) for p in payloads]
+    common = dict(timing=first["timing"], engine=first["engine"])
     if first["learner"]:
-        from ..training import train_many
+        from ..training import train, train_many
 
-        results = train_many(
-            scenarios,
-            first["scheduler"],
-            first["episodes"],
-            eval_episodes=first["eval_episodes"],
-            options=first["options"],
-            timing=first["timing"],
-            engine=first["engine"],
-        )
-        frames = [r.episodes for r in results]
+        kwargs = dict(eval_episodes=first["eval_episodes"], options=first["options"], **common)
+        if len(scenarios) == 1:
+            frames = [train(scenarios[0], name, episodes, progress=False, **kwargs).episodes]
+        else:
+            frames = [r.episodes for r in train_many(scenarios, name, episodes, **kwargs)]
     else:
-        from ..runner import run_many
+        from ..runner import run, run_many
 
-        frames = run_many(
-            scenarios,
-            first["scheduler"],
-            first["episodes"],
-            scheduler_options=first["options"],
-            timing=first["timing"],
-            engine=first["engine"],
-        )
+        kwargs = dict(scheduler_options=first["options"], **common)
+        if len(scenarios) == 1:
+            frames = [run(scenarios[0], name, episodes, progress=False, **kwargs)[0]]
+        else:
+            frames = run_many(scenarios, name, episodes, **kwargs)
     return [decorate(frame, p) for frame, p in zip(frames, payloads)]
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
-import numpy as np
 
 from ...allocation import allocate, subset_masks
 from ...config import EnvVariant, Scenario
@@ -154,28 +153,17 @@ class Spec:
 
 def env_of(scenario: Scenario) -> Env:
     p = slotted.SlottedParams.from_scenario(scenario)
+    numbers = {name: getattr(p, name) for name in slotted.NUMBERS}
     return Env(
-        p.capacities,
-        p.rates,
-        float(p.slot_length),
-        float(p.deadline),
-        float(p.fail_penalty),
-        float(scenario.tasks_per_slot),
+        **{k: v if k in ("capacities", "rates") else float(v) for k, v in numbers.items()},
+        tasks_per_slot=float(scenario.tasks_per_slot),
     )
 
 
 def slotted_params(spec: Spec, env: Env) -> slotted.SlottedParams:
     """`SlottedParams` with the static variant of ``spec`` and (possibly traced) numbers from ``env``."""
-    eye = np.eye(spec.n_bs)
-    return slotted.SlottedParams(
-        capacities=env.capacities,
-        rates=env.rates,
-        slot_length=env.slot_length,
-        deadline=env.deadline,
-        fail_penalty=env.fail_penalty,
-        variant=spec.variant,
-        local_masks=jnp.asarray(eye > 0),
-        remote_masks=jnp.asarray(1.0 - eye),
+    return slotted.SlottedParams.build(
+        spec.n_bs, spec.variant, jnp, **{k: getattr(env, k) for k in slotted.NUMBERS}
     )
 
 
