@@ -14,7 +14,9 @@ None (an object without the base class simply lacks them):
 * ``on_slot_end(feedback)``, ``on_episode_end(episode, metrics)`` — learners' feedback;
 * ``train(flag)``, ``save(path)``, ``load(path)`` — learning mode and checkpoints;
 * ``jax_policy() -> JaxPolicy | None`` — the decision as a pure JAX function, which the
-  compiled kernel runs (`mecsim.backends`); None when it does not apply right now.
+  compiled kernel runs (`mecsim.backends`); None when it does not apply right now;
+* ``kernel_learner() -> KernelLearner | None`` — a learner's functions for training on the
+  kernel (`mecsim.backends.kernel.training`); None where it trains on the SimPy path only.
 
 Plugins are found by name in the ``mecsim.schedulers`` entry-point group, or by import
 path ``package.module:ClassName`` (a user's own file on the Python path works as is).
@@ -152,7 +154,16 @@ class SlotFeedback:
     next_sizes: np.ndarray  # (B, N) task sizes of the next slot (0 = no task)
 
 
-OPTIONAL_HOOKS = ("decide_slot", "on_slot_end", "on_episode_end", "train", "save", "load", "jax_policy")
+OPTIONAL_HOOKS = (
+    "decide_slot",
+    "on_slot_end",
+    "on_episode_end",
+    "train",
+    "save",
+    "load",
+    "jax_policy",
+    "kernel_learner",
+)
 
 
 def hook(scheduler: Any, name: str) -> Callable | None:
@@ -178,6 +189,7 @@ class Scheduler:
     save: Callable | None = None
     load: Callable | None = None
     jax_policy: Callable | None = None
+    kernel_learner: Callable | None = None
 
     def __init__(self, scenario: Scenario, rng: np.random.Generator | None = None, **options: Any):
         if options:

@@ -35,8 +35,17 @@ from mecsim.scheduling import Decision, Observation, Scheduler, SchedulerError, 
 
 CHECKPOINT_FORMAT = 1
 
+
+def _act_in_slot(
+    dqn: DQN, net, episode_key, slot, backlog, tasks: SlotTasks, learn_step, n_tasks: int, explore: bool
+):
+    """`DQN.act` for one slot, with the slot's key and the greedy probability derived as the kernel derives them."""
+    key = task_key(episode_key, slot, PREPARE_KEY)
+    return dqn.act(net, key, backlog, tasks, dqn.greedy_prob(learn_step), n_tasks, explore)
+
+
 # The learner's functions, compiled once per (learner, shape); `self` (a hashable DQN) is static.
-_act = jit(DQN.act, static_argnums=(0, 6, 7))
+_act = jit(_act_in_slot, static_argnums=(0, 7, 8))
 _act_rows = jit(DQN.act_rows, static_argnums=(0, 6))
 _store_slot = jit(DQN.store_slot, static_argnums=(0,))
 _store_rows = jit(DQN.store_rows, static_argnums=(0,))
@@ -147,6 +156,7 @@ class DQNScheduler(Scheduler):
         self._recorded: list[np.ndarray] = []  # this slot's actions (reference observation)
         self._rows: list[tuple] = []  # this slot's (bs, task, state, action) (rich observation)
         self._pending: dict[int, tuple] = {}  # rich: BS -> (s, a, r) awaiting its next state
+        self._key_of: tuple[int, np.ndarray | None] = (-1, None)  # (episode, its policy key)
 
     @property
     def learner_seed(self) -> int:
@@ -158,8 +168,11 @@ class DQNScheduler(Scheduler):
         with x64():
             return float(self.dqn.greedy_prob(np.int64(self.learn_step)))
 
-    def _slot_key(self, episode: int, slot: int):
-        return task_key(jnp.asarray(policy_key(self.learner_seed, episode)), slot, PREPARE_KEY)
+    def _episode_key(self, episode: int) -> np.ndarray:
+        """The episode's policy key (the kernel's: `policy_key`), computed once per episode."""
+        if self._key_of[0] != episode:
+            self._key_of = (episode, policy_key(self.learner_seed, episode))
+        return self._key_of[1]
 
     # -- deciding ------------------------------------------------------------------------------------
     def _decide_slot(self, obs: SlotObservation) -> Decision:
@@ -175,10 +188,11 @@ class DQNScheduler(Scheduler):
             subsets, actions = _act(
                 self.dqn,
                 self.state.params,
-                self._slot_key(obs.episode, obs.slot),
+                self._episode_key(obs.episode),
+                np.int64(obs.slot),
                 np.asarray(obs.backlog, float),
                 tasks,
-                self.greedy_prob,
+                np.int64(self.learn_step),
                 self.n_tasks,
                 self.training,
             )
@@ -193,7 +207,8 @@ class DQNScheduler(Scheduler):
         x = np.concatenate([[obs.size], obs.current_backlog, obs.tx_backlog, [obs.density]])[None].astype(
             np.float32
         )
-        key = jax.random.fold_in(self._slot_key(obs.episode, obs.slot), obs.bs * self.n_tasks + obs.task)
+        slot_key = task_key(jnp.asarray(self._episode_key(obs.episode)), obs.slot, PREPARE_KEY)
+        key = jax.random.fold_in(slot_key, obs.bs * self.n_tasks + obs.task)
         with x64():
             subsets, actions = _act_rows(
                 self.dqn,
