@@ -21,7 +21,7 @@ import time
 from mecsim.backends.kernel import CompiledSimulation
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
-from mecsim.scheduling import make_scheduler
+from mecsim.plugins import make_scheduler
 
 REFERENCE_OPTIMAL_TASKS_PER_S = 323  # the reference code's greedy-optimal, per its own timing
 

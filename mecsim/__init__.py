@@ -15,9 +15,10 @@ True
 """
 
 from .config import Scenario, load_scenario
+from .plugins import make_scheduler
 from .results import load
 from .runner import run
-from .scheduling import Decision, Observation, Scheduler, SlotObservation, make_scheduler
+from .scheduling import Decision, Observation, Scheduler, SlotObservation
 from .training import TrainingResult, train
 from .version import __version__
 

@@ -11,7 +11,8 @@ import click
 
 from .backends import DEFAULT_ENGINE, ENGINES
 from .config import PRESETS, ConfigError, Scenario, load_scenario, parse_assignment
-from .scheduling import SchedulerError, available_schedulers
+from .plugins import available_schedulers
+from .scheduling import SchedulerError
 
 
 def _overrides(assignments: tuple[str, ...]) -> dict[str, Any]:

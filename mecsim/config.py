@@ -15,10 +15,11 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -38,10 +39,22 @@ class ConfigError(ValueError):
     """A scenario field has an invalid value; the message names field, value and allowed values."""
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+# Numbers of a scenario: finite (the models set allow_inf_nan=False) and never a boolean, which
+# pydantic would otherwise read as 0 or 1.
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+
+
 class EnvVariant(BaseModel):
     """Accounting flags of the slotted model (reference spec §1.4, §4)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     wait_clip_to_deadline: bool = False
     """W_i := min(W_i, deadline) (RandCoEdge, DRLCoEdge, SMCoEdge copies)."""
@@ -53,7 +66,7 @@ class EnvVariant(BaseModel):
     """τ_b grows by the local member's share too (x_b·d/r_b), not only by remote members."""
     tau_clamp: TauClamp = "multi"
     """Where τ_b is clamped to the slot length: only after split decisions (AMCoEdge), never, or always."""
-    fail_penalty: float = Field(10.0, ge=0)
+    fail_penalty: Number = Field(10.0, ge=0)
     """A failed task's reward is -fail_penalty·deadline (10 in AMCoEdge, 2 in DRLCoEdge/SMCoEdge)."""
     makespan_counts_idle: bool = True
     """Servers of the chosen subset whose fraction is 0 still add their wait to the make-span max."""
@@ -88,32 +101,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 class Scenario(BaseModel):
     """One experiment point. Defaults are the reference's published point (spec §1.1)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    n_bs: int = Field(5, ge=1, le=16, description="number of base stations B (each hosts one edge server)")
-    capacities: tuple[float, ...] = Field((10.0, 20.0, 30.0, 40.0, 50.0), description="ES capacities f (GHz)")
-    rates: tuple[float, ...] = Field(
+    n_bs: Count = Field(5, ge=1, le=16, description="number of base stations B (each hosts one edge server)")
+    capacities: tuple[Number, ...] = Field(
+        (10.0, 20.0, 30.0, 40.0, 50.0), description="ES capacities f (GHz)"
+    )
+    rates: tuple[Number, ...] = Field(
         (400.0, 425.0, 450.0, 475.0, 500.0), description="link rates r, by destination (Mbit/s)"
     )
-    tasks_per_slot: int = Field(50, ge=1, description="task slots per BS per time slot N")
-    arrival_prob: float = Field(
+    tasks_per_slot: Count = Field(50, ge=1, description="task slots per BS per time slot N")
+    arrival_prob: Number = Field(
         0.3, ge=0.0, le=1.0, description="Bernoulli arrival probability p per task slot"
     )
-    size_range: tuple[float, float] = Field((2.0, 5.0), description="task size range (Mbit), uniform")
-    density_range: tuple[float, float] = Field(
+    size_range: tuple[Number, Number] = Field((2.0, 5.0), description="task size range (Mbit), uniform")
+    density_range: tuple[Number, Number] = Field(
         (100.0, 300.0), description="computing density range (cycles/bit), uniform"
     )
-    bits_per_mbit: float = Field(
+    bits_per_mbit: Number = Field(
         1.024e6, gt=0, description="bits per Mbit when converting density (reference: 1.024e6)"
     )
     density_per_task_index: bool = Field(
         True, description="density drawn once per run, indexed by task slot n (reference)"
     )
-    slot_length: float = Field(1.0, gt=0, description="slot length Δ (s)")
-    slots: int = Field(
+    slot_length: Number = Field(1.0, gt=0, description="slot length Δ (s)")
+    slots: Count = Field(
         61, ge=2, description="slots per episode; the last one only supplies the learners' next state"
     )
-    deadline: float = Field(1.0, gt=0, description="task deadline (s)")
+    deadline: Number = Field(1.0, gt=0, description="task deadline (s)")
     model: DelayModel = "slotted"
     allocation: AllocationRule = "cwa"
     preset: PresetName = "amcoedge"
@@ -124,7 +139,7 @@ class Scenario(BaseModel):
     link_topology: LinkTopology = Field(
         "pair", description="event model: one FIFO link per source→destination pair, or one per destination"
     )
-    seed: int = Field(0, ge=0)
+    seed: Count = Field(0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -163,6 +178,13 @@ class Scenario(BaseModel):
                     f"{name} has {len(getattr(self, name))} entries but n_bs = {self.n_bs}; "
                     f"give one value per base station"
                 )
+        if self.model == "slotted":
+            for name, default in (("deadline_policy", "keep"), ("link_topology", "pair")):
+                if getattr(self, name) != default:
+                    raise ValueError(
+                        f"{name} = {getattr(self, name)!r} applies to the event model only (model = 'slotted'); "
+                        f"set model = 'event', or leave {name} at {default!r}"
+                    )
         return self
 
     # -- derived quantities --------------------------------------------------------------
@@ -243,6 +265,8 @@ def _format_error(err: ValidationError) -> str:
             lines.append(
                 f"{field}: unknown field (value {value!r}); known fields: {', '.join(_known_fields())}"
             )
+        elif not e["loc"]:  # a rule across fields: its message names them
+            lines.append(e["msg"].removeprefix("Value error, "))
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"{field} = {value!r}: {msg}")
@@ -263,8 +287,14 @@ def build_scenario(base: dict[str, Any] | None = None, overrides: dict[str, Any]
         raise ConfigError(_format_error(err)) from None
 
 
+EXPERIMENT_TABLES = ("run", "methods", "sweep", "extends")
+
+
 def load_scenario(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Scenario:
-    """Load a TOML scenario file (optional) and apply dotted overrides."""
+    """Load a TOML scenario file (optional) and apply dotted overrides.
+
+    The file holds scenario fields at its top level, or a ``[scenario]`` table and nothing else.
+    """
     base: dict[str, Any] = {}
     if path is not None:
         try:
@@ -272,7 +302,21 @@ def load_scenario(path: str | Path | None = None, overrides: dict[str, Any] | No
                 base = tomllib.load(fh)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
-        base = base.get("scenario", base)
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read the scenario file: {err.strerror}") from None
+        if any(key in base for key in EXPERIMENT_TABLES):
+            raise ConfigError(
+                f"{path} is an experiment file (it has {', '.join(k for k in EXPERIMENT_TABLES if k in base)}); "
+                f"run it with `mecsim sweep {path}`, or give a scenario file"
+            )
+        if "scenario" in base:
+            others = sorted(set(base) - {"scenario"})
+            if others:
+                raise ConfigError(
+                    f"{path}: keys outside [scenario] would be ignored: {', '.join(others)}; "
+                    f"move them into [scenario] or remove them"
+                )
+            base = base["scenario"]
     return build_scenario(base, overrides)
 
 

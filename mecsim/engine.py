@@ -1,7 +1,7 @@
 """The simulation engine: a SimPy environment per episode, a delay model, a scheduler, a task log.
 
 >>> from mecsim.config import Scenario
->>> from mecsim.scheduling import make_scheduler
+>>> from mecsim.plugins import make_scheduler
 >>> scenario = Scenario(slots=3, tasks_per_slot=4, arrival_prob=1.0)
 >>> sim = Simulation(scenario, make_scheduler("local", scenario))
 >>> result = sim.run_episode(0)
@@ -19,7 +19,7 @@ import simpy
 from .arrivals import Trace, episode_trace
 from .config import Scenario
 from .models import make_model
-from .scheduling import hook
+from .plugins import call_hook
 from .tasklog import TaskLog, episode_metrics
 
 
@@ -52,7 +52,5 @@ class Simulation:
         env.run()
         horizon = scenario.decision_slots * scenario.slot_length
         metrics = episode_metrics(log, model.served, model.params.capacities * 1.0, horizon)
-        end = hook(self.scheduler, "on_episode_end")
-        if end is not None:
-            end(episode, metrics)
+        call_hook(self.scheduler, "on_episode_end", episode, metrics, episode=episode)
         return EpisodeResult(episode, log, metrics, time.perf_counter() - started)

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from .arrivals import stream
 from .backends import DEFAULT_ENGINE, check_engine, kernel_batch, resolve
 from .config import Scenario
-from .scheduling import hook, make_scheduler
+from .plugins import call_hook, make_scheduler
+from .scheduling import SchedulerError, hook
 from .tables import episode_row
 
 
@@ -83,8 +84,13 @@ def run(
         scheduler_name, scenario, rng=stream(scenario.seed, "scheduler"), **(scheduler_options or {})
     )
     if checkpoint is not None:
-        scheduler.load(checkpoint)
-        scheduler.train(False)
+        if hook(scheduler, "load") is None:
+            raise SchedulerError(
+                f"scheduler {scheduler_name!r} has no learned parameters to load: --checkpoint {checkpoint!r} "
+                f"applies to learners (amcoedge, drlcoedge, smcoedge, ...)"
+            )
+        call_hook(scheduler, "load", str(checkpoint))
+        call_hook(scheduler, "train", False)
     first = kwargs.get("first_episode", 0)
     simulation = resolve(
         engine,
@@ -137,9 +143,8 @@ def run_many(
 
     results = run_scenarios(scenarios, episodes, policy, group)
     for i, sched in enumerate(schedulers):
-        end = hook(sched, "on_episode_end")
-        for e in range(episodes if end is not None else 0):
-            end(e, results[i, e][0])
+        for e in range(episodes if hook(sched, "on_episode_end") is not None else 0):
+            call_hook(sched, "on_episode_end", e, results[i, e][0], episode=e)
     return [
         pd.DataFrame(
             [

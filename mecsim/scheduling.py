@@ -18,17 +18,14 @@ None (an object without the base class simply lacks them):
 * ``kernel_learner() -> KernelLearner | None`` — a learner's functions for training on the
   kernel (`mecsim.backends.kernel.training`); None where it trains on the SimPy path only.
 
-Plugins are found by name in the ``mecsim.schedulers`` entry-point group, or by import
-path ``package.module:ClassName`` (a user's own file on the Python path works as is).
+Plugins are found and built by `mecsim.plugins`.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,12 +35,27 @@ from .allocation import subset_masks
 if TYPE_CHECKING:
     from .config import Scenario
 
-ENTRY_POINT_GROUP = "mecsim.schedulers"
 FRACTION_TOLERANCE = 1e-6
 
 
 class SchedulerError(ValueError):
     """A scheduler returned an invalid decision, or could not be found or built."""
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (what schedulers are given: they cannot change the simulation through it)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+def vars_of(record: Any) -> dict[str, np.ndarray]:
+    """The arrays of an observation or feedback record, by field name (to name a field written to)."""
+    return {
+        name: getattr(record, name)
+        for name in record.__slots__
+        if isinstance(getattr(record, name), np.ndarray)
+    }
 
 
 @dataclass(slots=True)
@@ -124,15 +136,29 @@ class Decision:
     def to(cls, server: int, n_servers: int) -> Decision:
         """The whole task on one server."""
         onehot = np.zeros(n_servers)
-        onehot[server] = 1.0
+        onehot[_server_indices("Decision.to", [server], n_servers)] = 1.0
         return cls(onehot, onehot)
 
     @classmethod
     def split(cls, servers, n_servers: int) -> Decision:
         """Share the task over ``servers``; the allocation rule chooses the fractions."""
         mask = np.zeros(n_servers)
-        mask[list(servers)] = 1.0
+        mask[_server_indices("Decision.split", list(servers), n_servers)] = 1.0
         return cls(mask, None)
+
+
+def _server_indices(helper: str, servers: list, n_servers: int) -> list[int]:
+    bad = [
+        s
+        for s in servers
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < n_servers
+    ]
+    if bad or not servers:
+        raise SchedulerError(
+            f"{helper}: servers {servers} must be one or more integers between 0 and {n_servers - 1}"
+            + (f" (bad: {bad})" if bad else "")
+        )
+    return [int(s) for s in servers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,48 +225,6 @@ class Scheduler:
 
     def decide(self, obs: Observation) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-# -- finding plugins -----------------------------------------------------------------------------
-def available_schedulers() -> dict[str, Any]:
-    """Entry points of every installed scheduler plugin, by name."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-
-
-def resolve_scheduler(name: str) -> type:
-    """The scheduler class for a registered name or an import path ``package.module:ClassName``."""
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            raise SchedulerError(f"scheduler {name!r}: cannot import module {module_name!r}: {err}") from None
-        try:
-            return getattr(module, attr)
-        except AttributeError:
-            raise SchedulerError(
-                f"scheduler {name!r}: module {module_name!r} has no attribute {attr!r}"
-            ) from None
-    registry = available_schedulers()
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "(none installed)"
-        raise SchedulerError(
-            f"scheduler {name!r} is not registered; known: {known}; or give an import path package.module:ClassName"
-        )
-    return registry[name].load()
-
-
-def make_scheduler(name: str, scenario: Scenario, rng: np.random.Generator | None = None, **options: Any):
-    """Build a scheduler by name; the instance's ``name`` is set to what the user asked for."""
-    cls = resolve_scheduler(name)
-    scheduler = cls(scenario, rng=rng, **options)
-    if not callable(getattr(scheduler, "decide", None)):
-        raise SchedulerError(f"scheduler {name!r}: {cls!r} has no decide(observation) method")
-    try:
-        scheduler.name = name
-    except AttributeError:
-        pass
-    return scheduler
 
 
 # -- validating decisions ------------------------------------------------------------------------

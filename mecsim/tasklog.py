@@ -7,7 +7,7 @@ import pandas as pd
 
 from .arrivals import Trace
 from .config import Scenario
-from .scheduling import SlotFeedback, SlotObservation
+from .scheduling import SlotFeedback, SlotObservation, read_only
 
 
 class TaskLog:
@@ -77,13 +77,13 @@ class TaskLog:
             slot=t,
             **self._arrivals(t),
             backlog=backlog,
-            subsets=self.subset[rows].astype(float),
-            fractions=self.fractions[rows],
-            makespan=self.latency[rows] if latency is None else latency,
-            failed=self.failed[rows] if failed is None else failed,
-            reward=self.reward[rows] if reward is None else reward,
+            subsets=read_only(self.subset[rows].astype(float)),
+            fractions=read_only(self.fractions[rows]),
+            makespan=read_only(self.latency[rows] if latency is None else latency),
+            failed=read_only(self.failed[rows] if failed is None else failed),
+            reward=read_only(self.reward[rows] if reward is None else reward),
             next_backlog=next_backlog,
-            next_sizes=next_sizes,
+            next_sizes=read_only(np.asarray(next_sizes)),
         )
 
     def frame(self, **constants) -> pd.DataFrame:

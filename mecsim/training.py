@@ -33,9 +33,9 @@ from .arrivals import stream
 from .backends import DEFAULT_ENGINE, check_engine, resolve, resolve_trainer
 from .config import Scenario
 from .engine import Simulation
+from .plugins import call_hook, make_scheduler
 from .results import write_parquet
 from .runner import run_episodes
-from .scheduling import hook, make_scheduler
 
 
 @dataclass
@@ -104,9 +104,7 @@ def train(
     checkpoint = table_path = None
     if out is not None:
         checkpoint = out / "checkpoint"
-        save = hook(scheduler, "save")
-        if save is not None:
-            save(str(checkpoint))
+        call_hook(scheduler, "save", str(checkpoint))
         table_path = write_parquet(table, out / "episodes.parquet")
     return TrainingResult(table, scheduler, checkpoint, table_path, train_wall)
 
@@ -170,9 +168,7 @@ def _with_evaluation(
 ):
     """The online table followed by ``eval_episodes`` greedy episodes on the evaluation stream."""
     frames = [online]
-    train_mode = hook(scheduler, "train")
-    if train_mode is not None:
-        train_mode(False)
+    call_hook(scheduler, "train", False)
     if eval_episodes > 0:
         simulation = resolve(engine, scenario, scheduler, episodes=range(eval_episodes), stream="evaluation")
         evaluation, _ = run_episodes(

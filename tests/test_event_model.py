@@ -10,7 +10,8 @@ from mecsim.arrivals import Trace, episode_trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.models.event_model import EventModel
-from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
+from mecsim.plugins import make_scheduler
+from mecsim.scheduling import Decision, Scheduler, SchedulerError
 from mecsim.tasklog import TaskLog
 
 F = (10.0, 20.0)  # Gcycles/s

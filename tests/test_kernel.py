@@ -24,8 +24,9 @@ from mecsim.backends import kernel, resolve
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.models.slotted_model import SlottedModel
+from mecsim.plugins import make_scheduler
 from mecsim.runner import run
-from mecsim.scheduling import Decision, Scheduler, SchedulerError, make_scheduler
+from mecsim.scheduling import Decision, Scheduler, SchedulerError
 from mecsim.tasklog import TaskLog, episode_metrics
 from schedulers.best_single import BestSingleScheduler, best_single_decide
 from schedulers.local import LocalScheduler, local_decide

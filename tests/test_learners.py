@@ -19,8 +19,9 @@ from mecsim.jaxconfig import x64
 from mecsim.learning import replay
 from mecsim.learning.dqn import DQN, DQNConfig, DQNState, td_loss
 from mecsim.learning.heads import AllSubsets
+from mecsim.plugins import make_scheduler
 from mecsim.runner import run_episodes
-from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation, make_scheduler
+from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation
 from mecsim.training import train
 
 TINY = Scenario(

@@ -12,16 +12,14 @@ from mecsim.arrivals import Trace
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.models import slotted
+from mecsim.plugins import available_schedulers, make_scheduler, resolve_scheduler
 from mecsim.scheduling import (
     Decision,
     Observation,
     Scheduler,
     SchedulerError,
-    available_schedulers,
     check_slot_decision,
-    make_scheduler,
     normalise_decision,
-    resolve_scheduler,
 )
 
 BUILTIN = ["local", "random", "optimal", "best-single"]

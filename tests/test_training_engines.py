@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mecsim.config import Scenario
-from mecsim.scheduling import SchedulerError, make_scheduler
+from mecsim.plugins import make_scheduler
+from mecsim.scheduling import SchedulerError
 from mecsim.training import train
 
 TINY = Scenario(

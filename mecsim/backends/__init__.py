@@ -99,7 +99,7 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     if engine == "python" or not scenarios or any(sc.model != "slotted" for sc in scenarios):
         return None
     from ..arrivals import stream
-    from ..scheduling import make_scheduler
+    from ..plugins import make_scheduler
     from .kernel.shape import Spec
     from .kernel.simulation import jax_policy_of
 

@@ -36,7 +36,17 @@ from simpy.events import URGENT, Timeout
 from ..allocation import allocate_subset
 from ..arrivals import Trace
 from ..config import Scenario
-from ..scheduling import Decision, Observation, SlotFeedback, check_slot_decision, hook, normalise_decision
+from ..plugins import plugin_error, where
+from ..scheduling import (
+    Decision,
+    Observation,
+    SchedulerError,
+    SlotFeedback,
+    check_slot_decision,
+    hook,
+    normalise_decision,
+    vars_of,
+)
 from ..tasklog import TaskLog
 from . import slotted
 
@@ -54,8 +64,16 @@ class UrgentTimeout(Timeout):
         env.schedule(self, URGENT, delay)
 
 
+def freeze(*arrays: np.ndarray) -> None:
+    """Make arrays that a scheduler will see read-only (they are the model's own, or fresh)."""
+    for array in arrays:
+        array.flags.writeable = False
+
+
 class Terms(NamedTuple):
     """A task's delay terms on every server, and the state behind them (what `Observation` shows).
+
+    Every array is read-only: a scheduler sees them and must not change the simulation through them.
 
     A fraction x_i on server i is expected to finish ``wait[i] + x_i·duration[i]`` after the
     decision (``split_duration`` when the task is split over several servers).
@@ -125,14 +143,22 @@ class DelayModel:
                 yield UrgentTimeout(env, max(now - env.now, 0.0))
             backlog = self.backlog_at(now)
             if pending is not None:
-                self.on_slot_end(self.feedback(*pending, backlog, trace))
+                self.deliver_feedback(self.feedback(*pending, backlog, trace))
             self.run_slot(now, t, backlog)
             self.close_slot(t)
             if self.on_slot_end is not None:
                 pending = (t, backlog)
         if pending is not None:
             yield UrgentTimeout(env, max(self.horizon - env.now, 0.0))
-            self.on_slot_end(self.feedback(*pending, self.backlog_at(self.horizon), trace))
+            self.deliver_feedback(self.feedback(*pending, self.backlog_at(self.horizon), trace))
+
+    def deliver_feedback(self, feedback: SlotFeedback) -> None:
+        try:
+            self.on_slot_end(feedback)
+        except Exception as err:
+            raise plugin_error(
+                self.name, "on_slot_end", err, vars_of(feedback), episode=self.log.episode, slot=feedback.slot
+            ) from err
 
     def run_slot(self, now: float, t: int, backlog: np.ndarray) -> None:
         log = self.log
@@ -140,9 +166,15 @@ class DelayModel:
         if self.decide_slot is not None:
             if rows.stop > rows.start:
                 obs = log.slot_observation(t, now, backlog, self.scenario)
-                decision = check_slot_decision(
-                    self.decide_slot(obs), rows.stop - rows.start, self.n, self.name
-                )
+                place = dict(episode=log.episode, slot=t)
+                try:
+                    raw = self.decide_slot(obs)
+                except Exception as err:
+                    raise plugin_error(self.name, "decide_slot", err, vars_of(obs), **place) from err
+                try:
+                    decision = check_slot_decision(raw, rows.stop - rows.start, self.n, self.name)
+                except SchedulerError as err:
+                    raise SchedulerError(f"{err} ({where(**place)})") from None
                 log.subset[rows] = decision.subset > 0
                 log.decided[rows] = True
                 if decision.fractions is not None:
@@ -173,12 +205,24 @@ class DelayModel:
             _evaluator=self.evaluate,
             episode=log.episode,
         )
-        decision = normalise_decision(self.scheduler.decide(obs), self.n, self.name)
+        try:
+            raw = self.scheduler.decide(obs)
+        except Exception as err:
+            raise plugin_error(self.name, "decide", err, vars_of(obs), **self.place(t, k)) from err
+        try:
+            decision = normalise_decision(raw, self.n, self.name)
+        except SchedulerError as err:
+            raise SchedulerError(f"{err} ({where(**self.place(t, k))})") from None
         fractions = decision.fractions
         if fractions is None:
             fractions = self.allocate(terms, decision.subset)
         self.record_decision(k, decision.subset, fractions)
         self.commit(now, t, k, decision.subset, fractions, terms)
+
+    def place(self, t: int, k: int) -> dict[str, int]:
+        """Where task ``k`` is, for error messages: episode, slot, BS, task slot index."""
+        log = self.log
+        return dict(episode=log.episode, slot=t, bs=int(log.bs[k]), task=int(log.task[k]))
 
     # -- helpers for the models ----------------------------------------------------------------------
     def allocate(self, terms: Terms, subset: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ from ..arrivals import Trace
 from ..config import Scenario
 from ..scheduling import Decision, SlotFeedback
 from ..tasklog import TaskLog
-from .base import DelayModel, Terms, UrgentTimeout
+from .base import DelayModel, Terms, UrgentTimeout, freeze
 
 
 class EventModel(DelayModel):
@@ -165,7 +165,7 @@ class EventModel(DelayModel):
 
     def backlog_at(self, now: float) -> np.ndarray:
         backlog = np.array(self._backlog_now(now))
-        backlog.setflags(write=False)
+        freeze(backlog)
         return backlog
 
     def _terms(self, now: float, b: int, size: float, density: float):
@@ -195,7 +195,9 @@ class EventModel(DelayModel):
     def terms(self, now: float, k: int) -> Terms:
         wait, duration, current, tx = self._terms(now, self._bs[k], self._size[k], self._density[k])
         wait_a, duration_a = np.array(wait), np.array(duration)
-        return Terms(wait_a, duration_a, duration_a, np.array(current), np.array(tx), extra=(wait, duration))
+        terms = Terms(wait_a, duration_a, duration_a, np.array(current), np.array(tx), extra=(wait, duration))
+        freeze(*terms[:5])
+        return terms
 
     @staticmethod
     def _span_estimate(wait, duration, fractions) -> float:

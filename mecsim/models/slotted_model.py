@@ -13,7 +13,7 @@ import simpy
 from ..scheduling import Decision
 from ..tasklog import TaskLog
 from . import slotted
-from .base import DelayModel, Terms
+from .base import DelayModel, Terms, freeze
 
 
 class SlottedModel(DelayModel):
@@ -28,7 +28,9 @@ class SlottedModel(DelayModel):
         return self._served
 
     def backlog_at(self, now: float) -> np.ndarray:
-        return self.state.backlog  # Q(t): unchanged during the slot
+        backlog = self.state.backlog  # Q(t): unchanged during the slot (the model never writes in place)
+        freeze(backlog)
+        return backlog
 
     def close_slot(self, t: int) -> None:
         self.state, served = slotted.end_slot(self.state, self.params)
@@ -40,9 +42,11 @@ class SlottedModel(DelayModel):
         wait, duration, split_duration = slotted.delay_terms(
             state, b, float(log.size[k]), float(log.density[k]), self.params
         )
-        return Terms(
+        terms = Terms(
             wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b]
         )
+        freeze(*terms[:5])
+        return terms
 
     def commit(
         self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Scenario
-from ..scheduling import SchedulerError, resolve_scheduler
+from ..plugins import resolve_scheduler
+from ..scheduling import SchedulerError
 from .cells import Cell, Experiment
 from .schema import SweepError
 

@@ -27,6 +27,7 @@ from ...arrivals import Trace, episode_trace
 from ...config import Scenario
 from ...engine import EpisodeResult
 from ...jaxconfig import x64
+from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
@@ -249,9 +250,7 @@ class CompiledSimulation:
                 for r in self.run_episodes(batch, stream):
                     self._done[(stream, r.episode)] = r
             result = self._done.pop(key)
-        end = hook(self.scheduler, "on_episode_end")
-        if end is not None:
-            end(episode, result.metrics)
+        call_hook(self.scheduler, "on_episode_end", episode, result.metrics, episode=episode)
         return result
 
     def run_episodes(

@@ -32,7 +32,8 @@ from jax import lax
 from ...arrivals import episode_trace, stream
 from ...config import Scenario
 from ...jaxconfig import jit, x64
-from ...scheduling import SchedulerError, hook, make_scheduler
+from ...plugins import make_scheduler
+from ...scheduling import SchedulerError, hook
 from ...tables import episode_row
 from ...tasklog import TaskLog, episode_metrics
 from . import scan
