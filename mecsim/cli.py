@@ -26,19 +26,42 @@ def scenario_from_options(config: str | None, sets: tuple[str, ...], **fields: A
     return load_scenario(config, overrides)
 
 
+DEBUG_ENV = "MECSIM_DEBUG"
+
+
 class _Errors(click.Group):
-    """Report configuration and plugin errors as one clear line instead of a traceback."""
+    """Every failure reported as one paragraph naming what went wrong, never a traceback (``--debug``
+    or $MECSIM_DEBUG=1 shows it)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (ConfigError, SchedulerError) as err:
-            raise click.ClickException(str(err)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - the command line reports, --debug shows the traceback
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV):
+                raise
+            raise click.ClickException(_message(err)) from None
+
+
+def _message(err: Exception) -> str:
+    from .results import OutputError
+    from .sweep.schema import SweepError
+
+    if isinstance(err, (ConfigError, SchedulerError, SweepError, OutputError)):
+        return str(err)
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return (
+        f"unexpected {type(err).__name__}: {err}\n(this is a fault in mecsim, not in your input; "
+        f"run again with --debug to see where)"
+    )
 
 
 @click.group(cls=_Errors)
 @click.version_option(package_name="mecsim")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="show the Python traceback of an error")
+def main(debug: bool) -> None:
     """mecsim: collaborative mobile edge computing for AIGC services, with pluggable schedulers."""
     # like `python -m`, let --scheduler my_module:MyClass find a user's file in the working directory
     if os.getcwd() not in sys.path:
@@ -75,6 +98,7 @@ scheduler_options = click.option(
     metavar="KEY=VALUE",
     help="scheduler option (repeatable), e.g. lr=0.001",
 )
+force_option = click.option("--force", is_flag=True, help="overwrite existing outputs")
 timing_option = click.option(
     "--timing/--no-timing",
     default=True,
@@ -116,8 +140,9 @@ def run_options(fn):
     default=None,
     help="load learned parameters and evaluate greedily",
 )
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="per-episode parquet file")
-@click.option("--tasks-out", type=click.Path(dir_okay=False), default=None, help="per-task parquet file")
+@click.option("--out", required=True, type=click.Path(), help="per-episode parquet file")
+@click.option("--tasks-out", type=click.Path(), default=None, help="per-task parquet file")
+@force_option
 def run(
     scheduler,
     config,
@@ -132,20 +157,27 @@ def run(
     checkpoint,
     out,
     tasks_out,
+    force,
 ):
     """Run a scheduler for some episodes and write the tidy per-episode table."""
-    from .results import write_parquet
+    from .results import OutputError, prepare_output, write_parquet
     from .runner import run as run_scheduler
 
     scenario = scenario_from_options(config, sets, model=model, preset=preset, seed=seed)
-    phase = "eval" if checkpoint else "online"
+    prepare_output(out, "--out", force=force)
+    if tasks_out is not None:
+        if os.path.abspath(tasks_out) == os.path.abspath(out):
+            raise OutputError(
+                f"--tasks-out {tasks_out!r} is the --out file; give the per-task table its own file"
+            )
+        prepare_output(tasks_out, "--tasks-out", force=force)
     episodes_df, tasks_df = run_scheduler(
         scenario,
         scheduler,
         episodes,
         scheduler_options=_overrides(options),
         checkpoint=checkpoint,
-        phase=phase,
+        phase="eval" if checkpoint else "online",
         keep_tasks=tasks_out is not None,
         timing=timing,
         progress=None,
@@ -154,6 +186,7 @@ def run(
     write_parquet(episodes_df, out)
     if tasks_out is not None:
         write_parquet(tasks_df, tasks_out)
+    _note_empty_episodes(episodes_df, scenario)
     mean = episodes_df["mean_makespan"].mean()
     fail = episodes_df["failure_rate"].mean()
     click.echo(
@@ -162,13 +195,23 @@ def run(
     )
 
 
+def _note_empty_episodes(episodes, scenario: Scenario) -> None:
+    empty = int((episodes["n_tasks"] == 0).sum())
+    if empty:
+        click.echo(
+            f"note: no task arrived in {empty} of {len(episodes)} episode(s) (arrival_prob = "
+            f"{scenario.arrival_prob}, {scenario.tasks_per_slot} task slots per BS): their metrics are NaN",
+            err=True,
+        )
+
+
 @main.command("train")
 @run_options
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="online training episodes")
 @click.option(
     "--out",
     required=True,
-    type=click.Path(file_okay=False),
+    type=click.Path(),
     help="output directory (episodes.parquet, checkpoint/)",
 )
 @click.option(
@@ -178,13 +221,16 @@ def run(
     show_default=True,
     help="greedy episodes on fresh traces after training",
 )
+@force_option
 def train_command(
-    scheduler, config, sets, model, preset, seed, options, timing, engine, episodes, out, eval_episodes
+    scheduler, config, sets, model, preset, seed, options, timing, engine, episodes, out, eval_episodes, force
 ):
     """Train a learning scheduler online, evaluate it greedily, save the table and a checkpoint."""
+    from .results import prepare_output
     from .training import train
 
     scenario = scenario_from_options(config, sets, model=model, preset=preset, seed=seed)
+    prepare_output(out, "--out", force=force, directory=True)
     result = train(
         scenario,
         scheduler,
@@ -196,6 +242,7 @@ def train_command(
         timing=timing,
         engine=engine,
     )
+    _note_empty_episodes(result.episodes, scenario)
     last = min(50, episodes)
     line = (
         f"{scheduler} [{scenario.model}, preset {scenario.preset}, seed {scenario.seed}]: "

@@ -336,11 +336,11 @@ def _dies_once(payload):
 
 def test_failed_cells_are_reported_never_dropped(client, tiny: Path, tmp_path: Path):
     quiet = dict(client=client, progress=False, echo=lambda *_: None)
-    report = run_sweep(tiny, results_dir=tmp_path, cell_fn=_fails_for_optimal, retries=1, **quiet)
+    report = run_sweep(tiny, results_dir=tmp_path, cell_fn=_fails_for_optimal, **quiet)
     assert not report.ok
     assert len(report.failed) == 2  # optimal on its own preset, 2 seeds
     assert all("injected failure" in e for e in report.failed.values())
-    assert all(report.retried.get(cell) == 2 for cell in report.failed)  # first try + 1 retry
+    assert report.retried == {}  # an error raised by the cell's code would happen again: not retried
     assert len(report.computed) == TINY_CELLS - 2
     assert not any(part_path(tmp_path / "tiny", c).exists() for c in report.failed)
     # the next run only retries the failed cells
@@ -497,3 +497,28 @@ def test_an_experiment_extends_another(tiny: Path, tmp_path: Path):
     loop.write_text(child.read_text().replace('extends = "tiny.toml"', 'extends = "nowhere"'))
     with pytest.raises(SweepError, match="no experiment 'nowhere'"):
         load_experiment(loop)
+
+
+def test_a_corrupt_part_is_set_aside_and_recomputed(client, tiny: Path, tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mecsim.cli import main
+    from mecsim.report import plot_experiment
+
+    quiet = dict(client=client, progress=False, echo=lambda *_: None)
+    assert run_sweep(tiny, results_dir=tmp_path, **quiet).ok
+    out = tmp_path / "tiny"
+    victim = sorted(out.glob("part-*.parquet"))[0]
+    good = pd.read_parquet(victim)
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])  # a copy cut short
+    dry = CliRunner().invoke(main, ["sweep", str(tiny), "--dry-run", "--results-dir", str(tmp_path)])
+    assert "1 to run" in dry.output and victim.name in dry.output
+    notes: list[str] = []
+    plot_experiment(load_experiment(tiny), tmp_path, echo=notes.append)
+    assert any(victim.name in n for n in notes)
+    report = run_sweep(tiny, results_dir=tmp_path, **quiet)
+    assert report.ok and report.computed == [victim.stem.removeprefix("part-")]
+    assert report.corrupt == [victim.name + ".corrupt"] and (out / report.corrupt[0]).exists()
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(victim).drop(columns=["git_commit"]), good.drop(columns=["git_commit"])
+    )

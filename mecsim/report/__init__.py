@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..results import load, write_text
 from ..sweep import Experiment, load_experiment
+from ..sweep.store import corrupt_parts
 from .data import METRIC_NOTE, summarise
 from .figures import convergence_figures, default_figures, start_end_figure, sweep_figures
 from .table import results_table
@@ -26,7 +27,17 @@ def plot_experiment(
     """All figures and ``table.md`` of a sweep; returns the written paths."""
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     out = Path(results_dir) / exp.name
-    df = load(out)
+    if not out.is_dir():
+        raise FileNotFoundError(
+            f"{out}: no results of experiment {exp.name!r}; run `mecsim sweep {exp.name}` first"
+        )
+    corrupt = corrupt_parts(out)
+    if corrupt:
+        echo(
+            f"note: leaving out {len(corrupt)} part(s) that are not readable parquet: "
+            f"{', '.join(p.name for p in corrupt)} (`mecsim sweep {exp.name}` sets them aside and recomputes them)"
+        )
+    df = load(out, skip=corrupt)
     cells = exp.cells()
     members = exp.memberships(cells)
     known = set(members["cell_id"])

@@ -25,7 +25,16 @@ import pandas as pd
 from ..tables import git_commit
 from .cells import Experiment, load_experiment
 from .planning import calibration, cost, estimate, plan, plan_batches
-from .store import append_timing, directory_lock, finished_cells, relabel_parts, remove_temp_files, write_part
+from .store import (
+    append_timing,
+    corrupt_parts,
+    directory_lock,
+    finished_cells,
+    relabel_parts,
+    remove_temp_files,
+    set_aside_corrupt_parts,
+    write_part,
+)
 from .worker import EVENT_TOPIC, THREAD_ENV, attempt, compute_batch, each
 
 ADDRESS_ENV = "MECSIM_DASK_ADDRESS"
@@ -56,8 +65,16 @@ def describe_plan(
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     cells = plan(exp, echo)
     out_dir = Path(results_dir) / exp.name
-    done = finished_cells(out_dir) if out_dir.is_dir() else set()
+    corrupt = corrupt_parts(out_dir) if out_dir.is_dir() else []
+    done = (finished_cells(out_dir) if out_dir.is_dir() else set()) - {
+        p.stem.removeprefix("part-") for p in corrupt
+    }
     todo = [c for c in cells if c.cell_id not in done]
+    if corrupt:
+        echo(
+            f"note: {len(corrupt)} part(s) are not readable parquet and count as unfinished: "
+            f"{', '.join(p.name for p in corrupt)}"
+        )
     echo(
         f"experiment {exp.name} ({exp.path}): {len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run"
     )
@@ -95,6 +112,7 @@ class SweepReport:
         default_factory=list
     )  # parts in the directory that the experiment no longer defines
     removed_temp: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)  # unreadable parts set aside (their cells run again)
     wall_s: float = 0.0
 
     @property
@@ -149,7 +167,6 @@ def run_sweep(
     workers: int | None = None,
     client: Any = None,
     progress: bool | None = None,
-    retries: int = 2,
     cell_fn: Callable[[dict[str, Any]], pd.DataFrame] | None = None,
     echo: Callable[[str], None] = print,
 ) -> SweepReport:
@@ -157,8 +174,9 @@ def run_sweep(
 
     ``client``: an existing `distributed.Client` to use (otherwise one is made by `dask_client`).
     Cells run in the batches of `plan_batches` through `compute_batch`; with ``cell_fn(payload)
-    -> rows`` given, each cell runs alone through it instead. A batch that fails is retried
-    ``retries`` times, then its cells are reported in the returned `SweepReport`.
+    -> rows`` given, each cell runs alone through it instead. A batch whose worker is lost runs
+    again (Dask's ``allowed-failures``); a batch whose code raises is not retried (it would raise
+    again): its cells are reported as failed in the returned `SweepReport`.
     """
     from distributed import as_completed
     from tqdm.auto import tqdm
@@ -171,6 +189,12 @@ def run_sweep(
     with directory_lock(out_dir):
         report = SweepReport(exp.name, out_dir, total=len(cells), skipped=0)
         report.removed_temp = remove_temp_files(out_dir)
+        report.corrupt = [p.name for p in set_aside_corrupt_parts(out_dir)]
+        if report.corrupt:
+            echo(
+                f"note: {len(report.corrupt)} part(s) in {out_dir} were not readable parquet; set aside as "
+                f"{', '.join(report.corrupt)}; their cells run again"
+            )
         done = set() if rerun else finished_cells(out_dir)
         ids = {c.cell_id for c in cells}
         report.stale = sorted(finished_cells(out_dir) - ids)
@@ -224,7 +248,6 @@ def run_sweep(
                         run_id,
                         key=f"mecsim-cell-{batch[0].cell_id}-{run_id[:8]}",
                         pure=False,
-                        retries=retries,
                         priority=int(1000 * batch_cost(batch)),
                     )
                     by_key[future.key] = (future, batch)
@@ -247,36 +270,7 @@ def run_sweep(
                             # the scheduler computes it again (bounded by its allowed-failures)
                             pending.add(future)
                             continue
-                        if future.status == "finished":
-                            frames, info = future.result()
-                            total = batch_cost(batch)
-                            for cell, frame in zip(batch, frames):
-                                if cell.cell_id in done:
-                                    continue  # a resumed batch: this cell's part is already there
-                                write_part(out_dir, cell, frame)
-                                append_timing(
-                                    out_dir, cell, {**info, "wall_s": info["wall_s"] * cost(cell) / total}
-                                )
-                                report.computed.append(cell.cell_id)
-                        else:
-                            err = future.exception() if future.status == "error" else None
-                            if err is None:
-                                err = RuntimeError(f"the task ended with status {future.status!r}")
-                            tb = (
-                                "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
-                            )
-                            for cell in batch:
-                                report.failed[cell.cell_id] = (
-                                    f"{cell.describe()}: {type(err).__name__}: {err}\n{tb}"
-                                )
-                            others = (
-                                f" (and {len(batch) - 1} other cell(s) of its batch)"
-                                if len(batch) > 1
-                                else ""
-                            )
-                            bar.write(
-                                f"cell failed: {batch[0].describe()}{others}: {type(err).__name__}: {err}"
-                            )
+                        _collect(future, batch, done, out_dir, report, bar.write)
                         future.release()
                         done_cost += batch_cost(batch)
                         elapsed = time.perf_counter() - started
@@ -298,6 +292,33 @@ def run_sweep(
     report.wall_s = time.perf_counter() - started
     _summarise(report, echo)
     return report
+
+
+def _collect(future: Any, batch: list, done: set[str], out_dir: Path, report: SweepReport, write) -> None:
+    """Write a finished batch's parts, or record why its cells failed."""
+    frames, info = future.result() if future.status == "finished" else (None, _task_failure(future))
+    if frames is None:
+        for cell in batch:
+            report.failed[cell.cell_id] = f"{cell.describe()}: {info['error']}\n{info.get('traceback', '')}"
+        others = f" (and {len(batch) - 1} other cell(s) of its batch)" if len(batch) > 1 else ""
+        write(f"cell failed: {batch[0].describe()}{others}: {info['error']}")
+        return
+    total = sum(cost(c) for c in batch)
+    for cell, frame in zip(batch, frames):
+        if cell.cell_id in done:
+            continue  # a resumed batch: this cell's part is already there
+        write_part(out_dir, cell, frame)
+        append_timing(out_dir, cell, {**info, "wall_s": info["wall_s"] * cost(cell) / total})
+        report.computed.append(cell.cell_id)
+
+
+def _task_failure(future: Any) -> dict[str, str]:
+    """What went wrong with a task that did not finish (its worker lost too often, or cancelled)."""
+    err = future.exception() if future.status == "error" else None
+    if err is None:
+        return {"error": f"the task ended with status {future.status!r}"}
+    tb = "".join(traceback.format_tb(future.traceback())) if future.traceback() else ""
+    return {"error": f"{type(err).__name__}: {err}", "traceback": tb}
 
 
 def _attempts(client: Any, run_id: str, batches: dict[str, list[str]]) -> dict[str, int]:

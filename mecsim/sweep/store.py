@@ -28,8 +28,36 @@ def part_path(out_dir: Path, cell_id: str) -> Path:
     return out_dir / f"part-{cell_id}.parquet"
 
 
+CORRUPT_SUFFIX = ".corrupt"
+
+
 def finished_cells(out_dir: Path) -> set[str]:
+    """Cell ids with a part in ``out_dir`` (whether readable or not: see `set_aside_corrupt_parts`)."""
     return {p.stem.removeprefix("part-") for p in out_dir.glob("part-*.parquet")}
+
+
+def corrupt_parts(out_dir: Path) -> list[Path]:
+    """Parts that are not readable parquet (a disk fault, a copy cut short): their footers do not parse."""
+    import pyarrow.parquet as pq
+
+    bad = []
+    for path in sorted(out_dir.glob("part-*.parquet")):
+        try:
+            pq.read_metadata(path)
+        except Exception:  # noqa: BLE001 - any failure to parse means the part cannot be used
+            bad.append(path)
+    return bad
+
+
+def set_aside_corrupt_parts(out_dir: Path) -> list[Path]:
+    """Rename unreadable parts to ``part-<id>.parquet.corrupt`` (kept for inspection), so their cells
+    count as unfinished and are computed again. Returns the new paths."""
+    moved = []
+    for path in corrupt_parts(out_dir):
+        target = path.with_name(path.name + CORRUPT_SUFFIX)
+        path.replace(target)
+        moved.append(target)
+    return moved
 
 
 def remove_temp_files(out_dir: Path) -> list[str]:

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -102,19 +103,23 @@ def attempt(
     payloads: list[dict[str, Any]],
     run_id: str,
 ):
-    """One attempt at a batch of cells on a worker: logs start/error events (for the retry report), times it."""
+    """One attempt at a batch of cells on a worker: ``(frames, info)``, or ``(None, info)`` with the error.
+
+    An error raised by the cells' code is returned, not raised: it would happen again, so the
+    driver reports it instead of retrying. Only a lost worker makes Dask run the batch again.
+    """
     limit_threads()
     for payload in payloads:
         _log_event(run_id, payload["cell_id"], "start")
     started = time.perf_counter()
+    info: dict[str, Any] = {"where": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         frames = batch_fn(payloads)
-    except BaseException as err:
+    except Exception as err:  # noqa: BLE001 - reported per cell by the driver
         for payload in payloads:
             _log_event(run_id, payload["cell_id"], "error", error=f"{type(err).__name__}: {err}")
-        raise
-    info = {"wall_s": time.perf_counter() - started, "where": f"{socket.gethostname()}:{os.getpid()}"}
-    return frames, info
+        return None, {**info, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
+    return frames, {**info, "wall_s": time.perf_counter() - started}
 
 
 def decorate(frame: pd.DataFrame, payload: dict[str, Any]) -> pd.DataFrame:
