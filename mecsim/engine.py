@@ -34,6 +34,8 @@ class EpisodeResult:
 class Simulation:
     """Runs episodes of one scenario with one scheduler (whose learned state persists across episodes)."""
 
+    engine = "python"  # the backend's name, recorded in result rows
+
     def __init__(self, scenario: Scenario, scheduler):
         self.scenario = scenario
         self.scheduler = scheduler

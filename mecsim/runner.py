@@ -14,7 +14,7 @@ from .backends import DEFAULT_ENGINE, check_engine, kernel_batch, resolve
 from .config import Scenario
 from .plugins import call_hook, make_scheduler
 from .scheduling import SchedulerError, hook
-from .tables import episode_row
+from .tables import episode_row, provenance
 
 
 def run_episodes(
@@ -29,10 +29,14 @@ def run_episodes(
     timing: bool = True,
     progress: bool | None = None,
     on_episode: Callable[[dict], None] | None = None,
+    options: dict[str, Any] | None = None,
+    checkpoint: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Run ``episodes`` episodes on ``simulation`` (an engine from `mecsim.backends.resolve`);
-    returns (episode table, task table or None)."""
+    returns (episode table, task table or None). ``options`` and ``checkpoint`` are recorded in
+    every row (`mecsim.tables.provenance`)."""
     scenario = simulation.scenario
+    source = provenance(scenario, options, simulation.engine, checkpoint)
     rows, task_frames = [], []
     bar = tqdm(
         range(first_episode, first_episode + episodes),
@@ -44,7 +48,13 @@ def run_episodes(
     for episode in bar:
         result = simulation.run_episode(episode, stream=stream_name)
         row = episode_row(
-            scenario, scheduler_name, episode, phase, result.metrics, result.wall_time if timing else None
+            scenario,
+            scheduler_name,
+            episode,
+            phase,
+            result.metrics,
+            result.wall_time if timing else None,
+            source,
         )
         rows.append(row)
         if on_episode is not None:
@@ -52,7 +62,7 @@ def run_episodes(
         if keep_tasks:
             task_frames.append(
                 result.log.frame(
-                    scheduler=scheduler_name, model=scenario.model, seed=scenario.seed, phase=phase
+                    scheduler=scheduler_name, model=scenario.model, seed=scenario.seed, phase=phase, **source
                 )
             )
         recent = [r["mean_makespan"] for r in rows[-50:]]
@@ -99,7 +109,9 @@ def run(
         episodes=range(first, first + episodes),
         stream=kwargs.get("stream_name", "arrivals"),
     )
-    return run_episodes(simulation, scheduler_name, episodes, **kwargs)
+    return run_episodes(
+        simulation, scheduler_name, episodes, options=scheduler_options, checkpoint=checkpoint, **kwargs
+    )
 
 
 def run_many(
@@ -155,6 +167,7 @@ def run_many(
                     "online",
                     results[i, e][0],
                     results[i, e][1] if timing else None,
+                    provenance(scenarios[i], options, "compiled"),
                 )
                 for e in range(episodes)
             ]

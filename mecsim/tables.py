@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -24,14 +26,46 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance(scenario: Scenario) -> dict[str, Any]:
-    return {"mecsim_version": __version__, "git_commit": git_commit(), "config_hash": scenario.config_hash()}
+def config_hash(scenario: Scenario, options: dict[str, Any] | None = None) -> str:
+    """The experiment point's hash: every scenario field but the seed, and the scheduler's options.
+
+    Runs without options keep the scenario's own hash (`Scenario.config_hash`).
+    """
+    if not options:
+        return scenario.config_hash()
+    payload = {"scenario": scenario.model_dump(mode="json", exclude={"seed"}), "scheduler_options": options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def provenance(
+    scenario: Scenario,
+    options: dict[str, Any] | None = None,
+    engine: str = "python",
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Where a row comes from: package version, commit, the point's hash, the engine that ran, the
+    scheduler's options and the checkpoint it started from."""
+    return {
+        "mecsim_version": __version__,
+        "git_commit": git_commit(),
+        "config_hash": config_hash(scenario, options),
+        "engine_used": engine,
+        "scheduler_options": json.dumps(options or {}, sort_keys=True, default=str),
+        "checkpoint": "" if checkpoint is None else str(checkpoint),
+    }
 
 
 def episode_row(
-    scenario: Scenario, scheduler: str, episode: int, phase: str, metrics: dict, wall_time: float | None
+    scenario: Scenario,
+    scheduler: str,
+    episode: int,
+    phase: str,
+    metrics: dict,
+    wall_time: float | None,
+    source: dict[str, Any],
 ) -> dict[str, Any]:
-    """One row of the per-episode table: identity, metrics, wall time, every scenario field, provenance."""
+    """One row of the per-episode table: identity, metrics, wall time, every scenario field, and its
+    ``source`` (`provenance`)."""
     row: dict[str, Any] = {
         "scheduler": scheduler,
         "model": scenario.model,
@@ -45,5 +79,5 @@ def episode_row(
         row["wall_time_s"] = wall_time
     for key, value in scenario.flat().items():
         row.setdefault(key, list(value) if isinstance(value, (list, tuple)) else value)
-    row.update(provenance(scenario))
+    row.update(source)
     return row

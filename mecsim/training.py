@@ -20,7 +20,6 @@ pads a slot's decisions to another width than the kernel's scan.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +93,7 @@ def train(
             phase="online",
             timing=timing,
             progress=progress,
+            options=options,
         )
     train_wall = time.perf_counter() - started
     table = _with_evaluation(
@@ -179,8 +179,8 @@ def _with_evaluation(
             stream_name="evaluation",
             timing=timing,
             progress=progress,
+            options=options,
         )
         frames.append(evaluation)
     table = pd.concat(frames, ignore_index=True)
-    table["scheduler_options"] = json.dumps(options, sort_keys=True, default=str)
     return table

@@ -317,8 +317,9 @@ def test_runner_engines_agree_and_auto_picks_the_kernel(monkeypatch):
             np.testing.assert_allclose(
                 got.astype(float), want.astype(float), rtol=0, atol=TOL, err_msg=column
             )
-        else:
+        elif column != "engine_used":
             assert compiled[column].astype(str).tolist() == python[column].astype(str).tolist(), column
+    assert set(compiled["engine_used"]) == {"compiled"} and set(python["engine_used"]) == {"python"}
     assert len(tasks) == compiled["n_tasks"].sum()
     calls = []
     real = kernel.CompiledSimulation.run_episodes

@@ -6,7 +6,6 @@ needs no shared file system.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -125,7 +124,6 @@ def attempt(
 def decorate(frame: pd.DataFrame, payload: dict[str, Any]) -> pd.DataFrame:
     """The cell's identity columns in front of the runner's table."""
     frame = frame.copy()
-    frame["scheduler_options"] = json.dumps(payload["options"], sort_keys=True, default=str)
     frame.insert(0, "episodes_planned", payload["episodes"])
     frame.insert(0, "engine", payload["engine"])
     frame.insert(0, "method_kind", "learner" if payload["learner"] else "heuristic")

@@ -201,6 +201,8 @@ class CompiledSimulation:
     The scheduler's ``on_episode_end`` is called as each result is handed out.
     """
 
+    engine = "compiled"  # the backend's name, recorded in result rows
+
     def __init__(
         self,
         scenario: Scenario,

@@ -34,7 +34,7 @@ from ...config import Scenario
 from ...jaxconfig import jit, x64
 from ...plugins import make_scheduler
 from ...scheduling import SchedulerError, hook
-from ...tables import episode_row
+from ...tables import episode_row, provenance
 from ...tasklog import TaskLog, episode_metrics
 from . import scan
 from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
@@ -191,6 +191,7 @@ class KernelTrainer:
         # exploration keys follow each learner's seed (the scenario's unless the scheduler says otherwise)
         self.learner_seeds = [getattr(s, "learner_seed", s.scenario.seed) for s in self.schedulers]
         self.state = _stack([s.state for s in self.schedulers])
+        self.sources = [provenance(sc, options, "compiled") for sc in self.scenarios]
         self.counters = (np.int64(first.slot_step), np.int64(first.learn_step))
         self.episodes_done = 0
         self.wall_time = 0.0
@@ -240,7 +241,7 @@ class KernelTrainer:
             log = _outcomes(sc, episode, span[i][valid], failed[i][valid], reward[i][valid])
             horizon = sc.decision_slots * sc.slot_length
             metrics = episode_metrics(log, served[i], np.asarray(sc.capacities, float) * 1.0, horizon)
-            rows[i].append(episode_row(sc, self.name, episode, "online", metrics, wall))
+            rows[i].append(episode_row(sc, self.name, episode, "online", metrics, wall, self.sources[i]))
 
     def write_back(self) -> list:
         """Put the learned state and counters into the per-replica schedulers and return them."""
