@@ -87,11 +87,16 @@ def allocate(rule: str, wait, duration, masks, xp=np):
     return fn(wait, duration, masks, xp)
 
 
-def allocate_subset(rule: str, wait, duration, subset: np.ndarray) -> np.ndarray:
-    """Fractions (B,) for one 0/1 ``subset`` (NumPy); a single server takes the whole task."""
+def allocate_subset(rule: str, wait, duration, subset: np.ndarray, guard: bool = False) -> np.ndarray:
+    """Fractions (B,) for one 0/1 ``subset`` (NumPy); a single server takes the whole task.
+
+    ``guard``: terms may be infinite (faults), see `allocate_usable`.
+    """
     if subset.sum() == 1:
         return subset.astype(float)
-    return allocate(rule, np.asarray(wait), np.asarray(duration), subset[None, :])[0]
+    return (allocate_usable if guard else allocate)(
+        rule, np.asarray(wait), np.asarray(duration), subset[None, :]
+    )[0]
 
 
 def allocate_members(rule: str, wait, duration, members: list[int]) -> list[float]:
@@ -121,12 +126,30 @@ def allocate_members(rule: str, wait, duration, members: list[int]) -> list[floa
     return out
 
 
-def finish_times(wait, duration, fractions, masks, counts_idle: bool = True, xp=np):
+def allocate_usable(rule: str, wait, duration, masks, xp=np):
+    """`allocate` where some servers cannot take work (an infinite wait or duration: a fault).
+
+    Only the usable members of a subset share the task; a subset without any shares it equally
+    (its make-span is infinite whatever the shares).
+    """
+    usable = xp.isfinite(wait) & xp.isfinite(duration)
+    members = xp.where(usable, masks, 0.0)
+    none = members.sum(axis=-1, keepdims=True) == 0
+    members = xp.where(none, masks, members)
+    fractions = allocate(rule, xp.where(usable, wait, 0.0), xp.where(usable, duration, 1.0), members, xp)
+    return xp.where(none, masks / masks.sum(axis=-1, keepdims=True), fractions)
+
+
+def finish_times(wait, duration, fractions, masks, counts_idle: bool = True, xp=np, guard: bool = False):
     """Make-span of each subset: the latest finish over its members.
 
     With ``counts_idle`` (the reference's metric) a member whose fraction is 0 still
     contributes its wait; otherwise only members with positive fractions count.
-    Finish times are >= 0, so masking by a 0/1 product leaves the maximum unchanged.
+    Finish times are >= 0, so masking by a 0/1 product leaves the maximum unchanged. With
+    ``guard`` (terms may be infinite) masking selects instead, so that no inf·0 appears.
     """
     members = masks if counts_idle else fractions > 0
-    return ((wait + fractions * duration) * members).max(axis=-1)
+    if not guard:
+        return ((wait + fractions * duration) * members).max(axis=-1)
+    finish = wait + fractions * xp.where(fractions > 0, duration, 0.0)
+    return xp.where(members > 0, finish, 0.0).max(axis=-1)

@@ -24,8 +24,11 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
+
+from .faults import Faults
 
 DelayModel = Literal["slotted", "event"]
 AllocationRule = Literal["cwa", "hecwa", "waterfill"]
@@ -139,7 +142,18 @@ class Scenario(BaseModel):
     link_topology: LinkTopology = Field(
         "pair", description="event model: one FIFO link per source→destination pair, or one per destination"
     )
+    faults: Faults = Field(
+        default_factory=Faults, description="faults of the servers and links (`mecsim.faults`)"
+    )
     seed: Count = Field(0, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler) -> dict[str, Any]:
+        """Every field; ``faults`` only when a scenario has any, so a fault-free point keeps its hash."""
+        data = handler(self)
+        if isinstance(data, dict) and not self.faults.active and self.faults.observable:
+            data.pop("faults", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -178,6 +192,10 @@ class Scenario(BaseModel):
                     f"{name} has {len(getattr(self, name))} entries but n_bs = {self.n_bs}; "
                     f"give one value per base station"
                 )
+        try:
+            self.faults.check(self.n_bs)
+        except ValueError as err:
+            raise ValueError(f"faults: {err}") from None
         if self.model == "slotted":
             for name, default in (("deadline_policy", "keep"), ("link_topology", "pair")):
                 if getattr(self, name) != default:

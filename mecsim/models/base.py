@@ -16,6 +16,8 @@ is the same in every model:
 A model supplies its physics through these extension points:
 
 * ``start(env, log)`` — build the episode's state (and any SimPy processes of its own);
+  ``self.profile`` holds the episode's fault realisation (None without faults);
+* ``open_slot(t)`` — anything due at the start of slot t (default: nothing);
 * ``backlog_at(now)`` — the per-ES backlog the slot's decisions observe;
 * ``terms(now, k)`` — task ``k``'s delay terms on every server (`Terms`);
 * ``commit(now, t, k, subset, fractions, terms)`` — execute one decision;
@@ -36,6 +38,7 @@ from simpy.events import URGENT, Timeout
 from ..allocation import allocate_subset
 from ..arrivals import Trace
 from ..config import Scenario
+from ..faults import Profile
 from ..plugins import plugin_error, where
 from ..scheduling import (
     Decision,
@@ -106,6 +109,9 @@ class DelayModel:
     def start(self, env: simpy.Environment, log: TaskLog) -> None:
         self.log = log
 
+    def open_slot(self, t: int) -> None:
+        """Called at the start of slot ``t``, before its backlog is observed."""
+
     def backlog_at(self, now: float) -> np.ndarray:
         raise NotImplementedError
 
@@ -132,8 +138,12 @@ class DelayModel:
         raise NotImplementedError
 
     # -- the episode ---------------------------------------------------------------------------------
-    def process(self, env: simpy.Environment, trace: Trace, log: TaskLog):
-        """The SimPy process of one episode: slot by slot, decisions in the reference order."""
+    def process(self, env: simpy.Environment, trace: Trace, log: TaskLog, profile: Profile | None = None):
+        """The SimPy process of one episode: slot by slot, decisions in the reference order.
+
+        ``profile``: the episode's fault realisation (`mecsim.faults`), None without faults.
+        """
+        self.profile = profile
         self.start(env, log)
         dt = self.scenario.slot_length
         pending = None  # (slot, its start backlog) awaiting feedback
@@ -141,6 +151,7 @@ class DelayModel:
             now = t * dt
             if t:
                 yield UrgentTimeout(env, max(now - env.now, 0.0))
+            self.open_slot(t)
             backlog = self.backlog_at(now)
             if pending is not None:
                 self.deliver_feedback(self.feedback(*pending, backlog, trace))
@@ -227,7 +238,9 @@ class DelayModel:
     # -- helpers for the models ----------------------------------------------------------------------
     def allocate(self, terms: Terms, subset: np.ndarray) -> np.ndarray:
         """Fractions over ``subset`` by the scenario's rule on these terms (a single server takes all)."""
-        return allocate_subset(self.scenario.allocation, terms.wait, terms.split_duration, subset)
+        return allocate_subset(
+            self.scenario.allocation, terms.wait, terms.split_duration, subset, self.params.outages
+        )
 
     def evaluate(self, obs: Observation, masks: np.ndarray, rule: str):
         """`Observation.evaluate`: fractions and make-spans of candidate subsets under ``estimate_params``."""

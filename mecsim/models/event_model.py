@@ -68,7 +68,7 @@ import numpy as np
 import simpy
 from simpy.events import Event, Timeout
 
-from ..allocation import allocate_members
+from ..allocation import allocate_members, allocate_subset
 from ..arrivals import Trace
 from ..config import Scenario
 from ..scheduling import Decision, SlotFeedback
@@ -134,8 +134,9 @@ class EventModel(DelayModel):
         self._dropped = [False] * n_tasks
         self._finished = np.zeros(n_tasks, dtype=bool)
         self._estimate = np.full(n_tasks, np.nan)  # decision-time make-span estimate
+        self._seen = self.profile is not None and self.scenario.faults.observable
         for i in range(n):
-            env.process(self._server(env, i))
+            env.process(self._server(env, i) if self.profile is None else self._faulty_server(env, i))
 
     # -- state seen by schedulers ------------------------------------------------------------------
     def _backlog_now(self, now: float) -> list[float]:
@@ -157,7 +158,10 @@ class EventModel(DelayModel):
         for i in range(self.n):
             w = cur_work[i]
             if w > 0.0 and (cur_deadline is None or cur_deadline[i] > now):
-                done = (now - self._cur_start[i]) * caps[i]
+                if self.profile is None:
+                    done = (now - self._cur_start[i]) * caps[i]
+                else:
+                    done = self.profile.done("server", i, self._cur_start[i], now, caps[i])
                 backlog[i] -= w if done > w else done
             if backlog[i] < 0.0:
                 backlog[i] = 0.0
@@ -171,14 +175,17 @@ class EventModel(DelayModel):
     def _terms(self, now: float, b: int, size: float, density: float):
         """Linear delay estimate (wait, duration) and the state behind it, as Python lists."""
         n, caps, rates = self.n, self._caps, self._rates
+        if self._seen:  # observable faults: the current speeds (0 while down: infinite terms)
+            caps = [f * self.profile.factor_at("server", i, now) for i, f in enumerate(caps)]
+            rates = [r * self.profile.factor_at("link", i, now) for i, r in enumerate(rates)]
         backlog = self._backlog_now(now)
         link_free = self._link_free
         base = b * n if self._pair else 0
         work = size * density
         wait, duration, tx = [], [], []
         for i in range(n):
-            es_wait = backlog[i] / caps[i]
-            compute = work / caps[i]
+            es_wait = backlog[i] / caps[i] if caps[i] > 0.0 else math.inf
+            compute = work / caps[i] if caps[i] > 0.0 else math.inf
             if i == b:
                 tx.append(0.0)
                 wait.append(es_wait)
@@ -189,7 +196,7 @@ class EventModel(DelayModel):
                     link_wait = 0.0
                 tx.append(link_wait)
                 wait.append(link_wait if link_wait > es_wait else es_wait)
-                duration.append(compute + size / rates[i])
+                duration.append(compute + (size / rates[i] if rates[i] > 0.0 else math.inf))
         return wait, duration, backlog, tx
 
     def terms(self, now: float, k: int) -> Terms:
@@ -227,7 +234,10 @@ class EventModel(DelayModel):
         shares = []
         for k, row in zip(range(rows.start, rows.stop), decision.subset.tolist()):
             wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
-            fractions = allocate_members(rule, wait, duration, [i for i, v in enumerate(row) if v > 0.0])
+            if self.profile is None:
+                fractions = allocate_members(rule, wait, duration, [i for i, v in enumerate(row) if v > 0.0])
+            else:  # terms may be infinite
+                fractions = allocate_subset(rule, wait, duration, np.asarray(row), guard=True).tolist()
             shares.append(fractions)
             self._estimate[k] = self._span_estimate(wait, duration, fractions)
             self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
@@ -260,7 +270,10 @@ class EventModel(DelayModel):
             begin = link_free[link]
             if begin < now:
                 begin = now
-            end = begin + x * size / rates[i]
+            if self.profile is None:
+                end = begin + x * size / rates[i]
+            else:
+                end = self.profile.finish("link", i, begin, x * size, rates[i])
             if drop and end > deadline:
                 # removed from the link at the deadline: it never reaches ES i, and its bucket
                 # leaves the observed backlog at that instant
@@ -323,16 +336,57 @@ class EventModel(DelayModel):
                 served[i] += w
             elif start < horizon:
                 served[i] += (horizon - start) * f
-            pending = self._pending[bucket]
-            pending[i] -= w
-            jobs[i] -= 1
-            if not drop and jobs[i] == 0:
-                pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
-            self._remaining[k] -= 1
-            if end > self._last[k]:
-                self._last[k] = end
-            if self._remaining[k] == 0:
-                self._record(k)
+            self._finish_job(i, k, w, bucket, end)
+
+    def _finish_job(self, i: int, k: int, w: float, bucket: int, end: float) -> None:
+        """Job bookkeeping once ES ``i`` has served ``w`` Gcycles of task ``k`` at time ``end``."""
+        jobs, pending = self._jobs, self._pending[bucket]
+        pending[i] -= w
+        jobs[i] -= 1
+        if not self._drop and jobs[i] == 0:
+            pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
+        self._remaining[k] -= 1
+        if end > self._last[k]:
+            self._last[k] = end
+        if self._remaining[k] == 0:
+            self._record(k)
+
+    def _faulty_server(self, env: simpy.Environment, i: int):
+        """ES ``i`` under faults: as `_server`, at f_i·c_i(t) Gcycles/s (c_i: the fault profile's factor)."""
+        queue, f, profile = self._queues[i], self._caps[i], self.profile
+        drop, horizon = self._drop, self._horizon
+        served, total, jobs = self._served, self._total, self._jobs
+        cur_work, cur_start, cur_deadline = self._cur_work, self._cur_start, self._cur_deadline
+        while True:
+            if not queue:
+                self._idle[i] = idle = Event(env)
+                yield idle
+            _, _, w, k, deadline, bucket = heappop(queue)
+            start = env.now
+            if drop and deadline <= start:
+                jobs[i] -= 1
+                self._subtask_dropped(k)
+                continue
+            cur_work[i], cur_start[i], cur_deadline[i] = w, start, deadline
+            end = profile.finish("server", i, start, w, f)
+            if drop and end > deadline:
+                yield Timeout(env, deadline - start)
+                cur_work[i] = 0.0
+                total[i] += profile.done("server", i, start, deadline, f)
+                if start < horizon:
+                    served[i] += profile.done("server", i, start, min(deadline, horizon), f)
+                jobs[i] -= 1
+                self._subtask_dropped(k)
+                continue
+            yield Timeout(env, end - start)
+            cur_work[i] = 0.0
+            total[i] += w
+            served[i] += (
+                w
+                if end <= horizon
+                else (profile.done("server", i, start, horizon, f) if start < horizon else 0.0)
+            )
+            self._finish_job(i, k, w, bucket, end)
 
     def _subtask_dropped(self, k: int) -> None:
         self._dropped[k] = True

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..allocation import allocate, finish_times
+from ..allocation import allocate, allocate_usable, finish_times
 from ..config import EnvVariant, Scenario
 
 
@@ -52,13 +52,20 @@ class SlottedParams(NamedTuple):
     variant: EnvVariant
     local_masks: np.ndarray  # (B, B) bool, row b: the local server of BS b
     remote_masks: np.ndarray  # (B, B) 0/1 floats, row b: the servers remote from BS b
+    outages: bool = False
+    """Capacities or rates may be 0 (faults): a term that would divide by 0 is +inf, and infinite
+    terms are kept out of products with 0 (a fault-free run takes the plain arithmetic)."""
 
     @classmethod
-    def build(cls, n_bs: int, variant: EnvVariant, xp=np, **numbers) -> SlottedParams:
+    def build(cls, n_bs: int, variant: EnvVariant, xp=np, outages: bool = False, **numbers) -> SlottedParams:
         """Parameters from the variant and the `NUMBERS` (arrays of ``xp``, or values traced by JAX)."""
         eye = np.eye(n_bs)
         return cls(
-            variant=variant, local_masks=xp.asarray(eye > 0), remote_masks=xp.asarray(1.0 - eye), **numbers
+            variant=variant,
+            local_masks=xp.asarray(eye > 0),
+            remote_masks=xp.asarray(1.0 - eye),
+            outages=outages,
+            **numbers,
         )
 
     @classmethod
@@ -71,11 +78,25 @@ class SlottedParams(NamedTuple):
             slot_length=scenario.slot_length,
             deadline=scenario.deadline,
             fail_penalty=scenario.variant.fail_penalty,
+            outages=scenario.faults.active,
         )
 
 
 NUMBERS = ("capacities", "rates", "slot_length", "deadline", "fail_penalty")
 """The fields of `SlottedParams` that are numbers (the compiled kernel may vary them per replica)."""
+
+
+def _div(numerator, denominator, p: SlottedParams, xp):
+    """numerator / denominator; with outages, +inf where the denominator is 0 (nothing moves there)."""
+    if not p.outages:
+        return numerator / denominator
+    up = denominator > 0
+    return xp.where(up, numerator / xp.where(up, denominator, 1.0), xp.inf)
+
+
+def _mask(value, mask, p: SlottedParams, xp):
+    """``value`` where the 0/1 ``mask`` is 1, else 0 (a product, but never inf·0 under outages)."""
+    return xp.where(mask > 0, value, 0.0) if p.outages else value * mask
 
 
 def initial_state(n_servers: int, xp=np) -> SlotState:
@@ -96,13 +117,13 @@ def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
         size, work = size[:, None], (size * density)[:, None]
     else:
         tau_b, work = state.tau[b], size * density
-    wait = (state.backlog + state.assigned) / p.capacities
-    wait = wait + (tau_b if p.variant.local_wait_includes_tau else tau_b * remote)
+    wait = _div(state.backlog + state.assigned, p.capacities, p, xp)
+    wait = wait + (tau_b if p.variant.local_wait_includes_tau else _mask(tau_b, remote, p, xp))
     if p.variant.wait_clip_to_deadline:
         wait = xp.minimum(wait, p.deadline)
-    compute = work / p.capacities
-    upload = size / p.rates
-    duration = compute + upload * remote
+    compute = _div(work, p.capacities, p, xp)
+    upload = _div(size, p.rates, p, xp)
+    duration = compute + _mask(upload, remote, p, xp)
     split_duration = compute + upload if p.variant.local_upload_in_split else duration
     return wait, duration, split_duration
 
@@ -116,7 +137,7 @@ def makespan(wait, duration, split_duration, subset, fractions, p: SlottedParams
     fractions = xp.where(single, subset, fractions)
     if split_duration is not duration:
         duration = xp.where(single, duration, split_duration)
-    return finish_times(wait, duration, fractions, subset, p.variant.makespan_counts_idle, xp)
+    return finish_times(wait, duration, fractions, subset, p.variant.makespan_counts_idle, xp, p.outages)
 
 
 def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np):
@@ -130,8 +151,15 @@ def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: 
     """State update after a decision whose raw make-span is ``span`` (spec §1.4, last steps)."""
     failed = span > p.deadline
     # fractions are 0 outside the subset, so only the local share needs masking
-    upload = fractions * size / p.rates
-    tau_b = state.tau[b] + (upload if p.variant.tau_counts_local else upload * p.remote_masks[b]).sum()
+    upload = (
+        _mask(_div(fractions * size, p.rates, p, xp), fractions, p, xp)
+        if p.outages
+        else fractions * size / p.rates
+    )
+    tau_b = (
+        state.tau[b]
+        + (upload if p.variant.tau_counts_local else _mask(upload, p.remote_masks[b], p, xp)).sum()
+    )
     work = fractions * (size * density)
     if not p.variant.enqueue_failed_work:
         tau_b = xp.where(failed, state.tau[b], tau_b)
@@ -152,7 +180,7 @@ def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: Slotte
     τ clamp binds; returns None otherwise so the caller falls back to the task loop.
     Running sums are formed left to right exactly as the loop adds them.
     """
-    if not p.variant.enqueue_failed_work:
+    if not p.variant.enqueue_failed_work or p.outages:
         return None
     work = fractions * (size * density)[:, None]
     assigned = np.cumsum(np.vstack([state.assigned, work]), axis=0)
@@ -184,7 +212,9 @@ def evaluate_subsets(wait, duration, split_duration, masks, rule: str, p: Slotte
     Singletons get the whole task (every rule gives them exactly x = 1) and their
     make-span uses the unsplit duration, as in the reference.
     """
-    fractions = allocate(rule, wait, split_duration, masks, xp)
+    fractions = (allocate_usable if p.outages else allocate)(rule, wait, split_duration, masks, xp)
     if split_duration is not duration:
         split_duration = xp.where(masks.sum(axis=-1, keepdims=True) == 1, duration, split_duration)
-    return fractions, finish_times(wait, split_duration, fractions, masks, p.variant.makespan_counts_idle, xp)
+    return fractions, finish_times(
+        wait, split_duration, fractions, masks, p.variant.makespan_counts_idle, xp, p.outages
+    )

@@ -3,6 +3,10 @@
 All tasks of slot t arrive at t·Δ and are decided in order BS 0..B-1, task index 0..N-1
 (spec §1.3); the accounting is the pure functions of `mecsim.models.slotted`, and the
 queues drain as a fluid at the end of every slot (spec §1.5).
+
+Faults (`mecsim.faults`) scale slot t's capacities and rates by each target's mean factor
+over the slot: the true parameters drive the accounting; schedulers see them too when the
+faults are observable, the nominal ones otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +26,22 @@ class SlottedModel(DelayModel):
         self.state = slotted.initial_state(self.n)
         self._served = np.zeros(self.n)
         self._remote = 1.0 - np.eye(self.n)  # row b: 1 for the servers remote from BS b
+        self.true_params = self.seen_params = self.params
+        self._factors = None
+        if self.profile is not None:
+            shape = (self.n, self.scenario.decision_slots, self.scenario.slot_length)
+            self._factors = (
+                self.profile.slot_means("server", *shape),
+                self.profile.slot_means("link", *shape),
+            )
+
+    def open_slot(self, t: int) -> None:
+        if self._factors is None:
+            return
+        caps, rates, p = *self._factors, self.params
+        self.true_params = p._replace(capacities=p.capacities * caps[t], rates=p.rates * rates[t])
+        self.seen_params = self.true_params if self.scenario.faults.observable else p
+        self.estimate_params = self.seen_params
 
     @property
     def served(self) -> np.ndarray:
@@ -33,14 +53,14 @@ class SlottedModel(DelayModel):
         return backlog
 
     def close_slot(self, t: int) -> None:
-        self.state, served = slotted.end_slot(self.state, self.params)
+        self.state, served = slotted.end_slot(self.state, self.true_params)
         self._served += served
 
     def terms(self, now: float, k: int) -> Terms:
         log, state = self.log, self.state
         b = int(log.bs[k])
         wait, duration, split_duration = slotted.delay_terms(
-            state, b, float(log.size[k]), float(log.density[k]), self.params
+            state, b, float(log.size[k]), float(log.density[k]), self.seen_params
         )
         terms = Terms(
             wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b]
@@ -51,9 +71,10 @@ class SlottedModel(DelayModel):
     def commit(
         self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms
     ) -> None:
-        log, p = self.log, self.params
+        log, p = self.log, self.true_params
         b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
-        span = slotted.makespan(terms.wait, terms.duration, terms.split_duration, subset, fractions, p)
+        true = terms[:3] if p is self.seen_params else slotted.delay_terms(self.state, b, size, density, p)
+        span = slotted.makespan(*true, subset, fractions, p)
         self.state, span, failed, reward = slotted.commit_task(
             self.state, b, size, density, subset, fractions, span, p
         )
@@ -69,7 +90,7 @@ class SlottedModel(DelayModel):
                 log.density[rows],
                 decision.subset,
                 decision.fractions,
-                self.params,
+                self.true_params,
             )
             if result is not None:
                 self.state, span, failed, reward = result

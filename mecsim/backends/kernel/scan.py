@@ -51,15 +51,21 @@ def task_key(key, slot, pos):
 def task_step(
     ctx: KernelContext, decide: Callable, params, key, state: slotted.SlotState, x: Tasks, prepared=None
 ):
-    """One entry: the decision, its make-span and the state update (padding leaves the state alone)."""
-    p = ctx.p
-    wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, p, jnp)
+    """One entry: the decision, its make-span and the state update (padding leaves the state alone).
+
+    With faults the policy sees the terms of the context it is given for the slot (`KernelContext.at_slot`),
+    while the make-span and the state follow the true speeds.
+    """
+    p, seen = ctx.at_slot(x.slot)
+    wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, seen.p, jnp)
     task = KernelTask(
         x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density, wait, duration, split_duration, prepared
     )
-    decision = decide(params, task_key(key, x.slot, x.pos), state, task, ctx)
+    decision = decide(params, task_key(key, x.slot, x.pos), state, task, seen)
     subset, fractions = (jnp.asarray(a, wait.dtype) for a in decision[:2])
     aux = decision[2] if len(decision) > 2 else None
+    if seen.p is not p:  # hidden faults: the outcome follows the true speeds
+        wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, p, jnp)
     span = slotted.makespan(wait, duration, split_duration, subset, fractions, p, jnp)
     new, span, failed, reward = slotted.commit_task(
         state, x.bs, x.size, x.density, subset, fractions, span, p, jnp
@@ -80,7 +86,7 @@ def episode_flat(spec: Spec, policy: JaxPolicy, env: Env, params, key, tasks: Ta
     def body(carry, x):
         state, served = carry
         state, out = task_step(ctx, policy.decide, params, key, state, x)
-        drained, work = slotted.end_slot(state, ctx.p, jnp)
+        drained, work = slotted.end_slot(state, ctx.at_slot(x.slot)[0], jnp)
         state = _select(x.end, drained, state)
         served = served + jnp.where(x.end, work, 0.0)
         return (state, served), out
@@ -96,14 +102,14 @@ def slot_step(spec: Spec, policy: JaxPolicy, env: Env, params, key, carry, tasks
     prepared = None
     if policy.prepare is not None:
         view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density)
-        prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), state, view, ctx)
+        prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), state, view, ctx.at_slot(t)[1])
 
     def body(state, xs):
         x, row = xs
         return task_step(ctx, policy.decide, params, key, state, x, row)
 
     state, out = lax.scan(body, state, (tasks, prepared))
-    state, work = slotted.end_slot(state, ctx.p, jnp)
+    state, work = slotted.end_slot(state, ctx.at_slot(t)[0], jnp)
     return (state, served + work), out
 
 

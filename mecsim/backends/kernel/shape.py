@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from ...allocation import allocate, subset_masks
+from ...allocation import allocate, allocate_usable, subset_masks
 from ...config import EnvVariant, Scenario
 from ...models import slotted
 
@@ -70,6 +70,16 @@ class KernelContext:
     masks: Any  # (2^B - 1, B) every non-empty subset, enumeration order of `subset_masks`
     n_bs: int
     tasks_per_slot: int = 0  # N: task slots per BS and slot (``SlotView.task`` < N)
+    speed: Any = None  # faults: (T, 2, B) per-slot factors of the capacities and rates (`Env.speed`)
+    observable: bool = True  # faults: policies see the current speeds (else the nominal ones)
+
+    def at_slot(self, t) -> tuple[slotted.SlottedParams, KernelContext]:
+        """Slot ``t``'s true parameters, and the context policies see then (faults scale the speeds)."""
+        if self.speed is None:
+            return self.p, self
+        factors = self.speed[t]
+        true = self.p._replace(capacities=self.p.capacities * factors[0], rates=self.p.rates * factors[1])
+        return true, (replace(self, p=true) if self.observable else self)
 
     def evaluate(self, task: KernelTask, masks=None, rule: str | None = None):
         """Fractions (K, B) and make-spans (K,) of candidate subsets (default: all), like `Observation.evaluate`."""
@@ -80,7 +90,8 @@ class KernelContext:
 
     def allocate(self, task: KernelTask, subset):
         """Fractions over ``subset`` under the scenario's rule on the true state (a singleton gets x = 1)."""
-        shares = allocate(self.rule, task.wait, task.split_duration, subset[None, :], jnp)[0]
+        rule = allocate_usable if self.p.outages else allocate
+        shares = rule(self.rule, task.wait, task.split_duration, subset[None, :], jnp)[0]
         return jnp.where(subset.sum() == 1, subset, shares)
 
 
@@ -102,7 +113,7 @@ class JaxPolicy:
 
 # -- static shape and dynamic scenario arrays ------------------------------------------------------
 class Env(NamedTuple):
-    """The per-replica scenario numbers that may differ between vmapped replicas."""
+    """The per-replica numbers that may differ between vmapped replicas."""
 
     capacities: Any
     rates: Any
@@ -110,6 +121,7 @@ class Env(NamedTuple):
     deadline: Any
     fail_penalty: Any
     tasks_per_slot: Any  # this replica's N (the compiled shape may be larger: padding task slots)
+    speed: Any = None  # faults: (T, 2, B) mean factors of capacities and rates per slot (`mecsim.faults`)
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,8 @@ class Spec:
     allocation: str
     variant: EnvVariant  # the accounting flags (`EnvVariant.structural`: the penalty is per replica)
     length: int = 0
+    faults: bool = False  # the replicas have faults: per-slot speeds, guarded equations
+    observable: bool = True  # faults: policies see the current speeds
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, length: int = 0) -> Spec:
@@ -132,6 +146,8 @@ class Spec:
             scenario.allocation,
             scenario.variant.structural(),
             int(length),
+            scenario.faults.active,
+            scenario.faults.observable,
         )
 
     def with_length(self, length: int) -> Spec:
@@ -163,10 +179,18 @@ def env_of(scenario: Scenario) -> Env:
 def slotted_params(spec: Spec, env: Env) -> slotted.SlottedParams:
     """`SlottedParams` with the static variant of ``spec`` and (possibly traced) numbers from ``env``."""
     return slotted.SlottedParams.build(
-        spec.n_bs, spec.variant, jnp, **{k: getattr(env, k) for k in slotted.NUMBERS}
+        spec.n_bs, spec.variant, jnp, outages=spec.faults, **{k: getattr(env, k) for k in slotted.NUMBERS}
     )
 
 
 def context(spec: Spec, env: Env) -> KernelContext:
     masks = jnp.asarray(subset_masks(spec.n_bs))
-    return KernelContext(slotted_params(spec, env), spec.allocation, masks, spec.n_bs, spec.tasks_per_slot)
+    return KernelContext(
+        slotted_params(spec, env),
+        spec.allocation,
+        masks,
+        spec.n_bs,
+        spec.tasks_per_slot,
+        env.speed,
+        spec.observable,
+    )

@@ -26,6 +26,7 @@ import simpy
 from ...arrivals import Trace, episode_trace
 from ...config import Scenario
 from ...engine import EpisodeResult
+from ...faults import profile
 from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
@@ -52,10 +53,26 @@ class Replica:
             self.trace = episode_trace(self.scenario, self.scenario.seed, self.episode, self.stream)
         return self.trace
 
+    def get_speed(self) -> np.ndarray:
+        """(T, 2, B): the episode's fault factors of capacities and rates per decision slot (all 1 without faults)."""
+        sc = self.scenario
+        realisation = profile(sc, self.episode, self.stream)
+        if realisation is None:
+            return np.ones((sc.decision_slots, 2, sc.n_bs))
+        shape = (sc.n_bs, sc.decision_slots, sc.slot_length)
+        return np.stack(
+            [realisation.slot_means("server", *shape), realisation.slot_means("link", *shape)], axis=1
+        )
+
 
 def stack_env(replicas: Sequence[Replica]) -> Env:
+    """The replicas' numbers, stacked; with faults, each episode's per-slot speeds too."""
     envs = [env_of(r.scenario) for r in replicas]
-    return Env(*(np.stack([np.asarray(getattr(e, f), float) for e in envs]) for f in Env._fields))
+    numbers = [
+        np.stack([np.asarray(getattr(e, f), float) for e in envs]) for f in Env._fields if f != "speed"
+    ]
+    faulty = any(r.scenario.faults.active for r in replicas)
+    return Env(*numbers, speed=np.stack([r.get_speed() for r in replicas]) if faulty else None)
 
 
 def _check_group(replicas: Sequence[Replica]) -> Spec:

@@ -203,7 +203,7 @@ class KernelTrainer:
         """
         sc = self.scenario
         started = self._last = time.perf_counter()
-        env = stack_env([Replica(s, 0) for s in self.scenarios])
+        env = stack_env([Replica(s, 0) for s in self.scenarios])  # faults: per episode, below
         base = self.spec
         rows: list[list[dict]] = [[] for _ in self.scenarios]
         pending = None
@@ -218,6 +218,8 @@ class KernelTrainer:
                 tasks = compact_nested(trs, sc.decision_slots, spec.length)
                 grid = np.stack([np.asarray(tr.sizes) for tr in trs])  # (R, slots, B, N)
                 keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
+                if base.faults:
+                    env = stack_env([Replica(s, e) for s in self.scenarios])
                 out, served, state, counters = fn(env, keys, tasks, grid, state, counters)
                 if pending is not None:
                     self._record(rows, *pending, timing)
