@@ -13,7 +13,15 @@ import numpy as np
 
 from .config import Scenario
 
-_STREAM_IDS = {"arrivals": 1, "density": 2, "scheduler": 3, "replay": 4, "jax": 5, "evaluation": 6, "faults": 7}
+_STREAM_IDS = {
+    "arrivals": 1,
+    "density": 2,
+    "scheduler": 3,
+    "replay": 4,
+    "jax": 5,
+    "evaluation": 6,
+    "faults": 7,
+}
 
 
 def stream(seed: int, name: str, *index: int) -> np.random.Generator:

@@ -205,9 +205,15 @@ def test_learners_train_under_faults_on_both_engines_alike():
     from mecsim.training import train
 
     faults = {"processes": [{"target": "server", "mean_up": 2.0, "mean_down": 1.0}]}
-    sc = build_scenario(dict(BASE, tasks_per_slot=4, slots=6, arrival_prob=0.7, deadline=1.0), {"faults": faults})
+    sc = build_scenario(
+        dict(BASE, tasks_per_slot=4, slots=6, arrival_prob=0.7, deadline=1.0), {"faults": faults}
+    )
     options = dict(learn_start=2, learn_every=1, batch_size=4, greedy_increment=0.05)
-    a = train(sc, "amcoedge", 4, eval_episodes=1, options=options, engine="python", progress=False, timing=False)
-    b = train(sc, "amcoedge", 4, eval_episodes=1, options=options, engine="compiled", progress=False, timing=False)
+    a = train(
+        sc, "amcoedge", 4, eval_episodes=1, options=options, engine="python", progress=False, timing=False
+    )
+    b = train(
+        sc, "amcoedge", 4, eval_episodes=1, options=options, engine="compiled", progress=False, timing=False
+    )
     assert a.scheduler.learn_step == b.scheduler.learn_step > 0
     np.testing.assert_allclose(b.episodes["mean_makespan"], a.episodes["mean_makespan"], rtol=0, atol=1e-12)

@@ -49,6 +49,7 @@ AXIS_LABELS = {
     "arrival_prob": "arrival probability p",
     "tasks_per_slot": "task slots per BS per time slot N",
     "capacities": "largest ES capacity F (GHz); capacities linspace(10, F, 5)",
+    "faults": "ES unavailability u (long-run fraction of time down)",
 }
 
 

@@ -39,7 +39,19 @@ def _means(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) -> str:
+    """``table.md``: the default point in every setting, its spread and the headline claims (when the
+    experiment has a default point), then one table per sweep."""
     tagged = default_point(summary, members, exp)
+    if tagged.empty:
+        lines = [
+            f"# {exp.name}: results",
+            "",
+            f"{exp.description}. Seeds {sorted(exp.seeds)}; engine `{exp.engine}`.",
+            "",
+            METRIC_NOTE,
+            "",
+        ]
+        return "\n".join(lines + sweep_tables(summary, members, exp))
     pub = published_default()
     methods = [m for m in exp.methods if m in set(tagged["method"])]
     seeds = sorted(tagged["seed"].unique().tolist())
@@ -130,7 +142,38 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
         ("ours, event model", event),
     ]
     headline_section(lines, columns)
-    return "\n".join(lines)
+    return "\n".join(lines + sweep_tables(summary, members, exp))
+
+
+def sweep_tables(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) -> list[str]:
+    """One table per sweep and delay model: each method's mean make-span (failure rate) at every value."""
+    lines = []
+    for name in dict.fromkeys(b.name for b in exp.blocks if b.parameter is not None):
+        ids = members[members["sweep"] == name][["cell_id", "swept_value"]]
+        data = summary.drop(columns=["sweep", "swept_value"], errors="ignore").merge(ids, on="cell_id")
+        for (model, preset), part in data.groupby(["model", "preset"], sort=True):
+            xs = sorted(part["swept_value"].unique())
+            lines += [
+                f"## Sweep `{name}` ({exp.parameter_of(name)}), {model} model, preset `{preset}`",
+                "",
+                "Mean make-span (s) over seeds, failure rate in brackets.",
+                "",
+                "| method | " + " | ".join(f"{x:g}" for x in xs) + " |",
+                "|---|" + "---|" * len(xs),
+            ]
+            for method in [m for m in exp.methods if m in set(part["method"])]:
+                rows = (
+                    part[part["method"] == method].groupby("swept_value")[["makespan", "failure_rate"]].mean()
+                )
+                cells = [
+                    f"{rows.loc[x, 'makespan']:.4f} ({100 * rows.loc[x, 'failure_rate']:.1f} %)"
+                    if x in rows.index
+                    else "–"
+                    for x in xs
+                ]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
 
 
 def spread_section(
