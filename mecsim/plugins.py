@@ -86,7 +86,10 @@ def resolve_scheduler(name: str) -> type:
         raise SchedulerError(
             f"scheduler {name!r}: {cls!r} is not a class; give a class with decide(observation)"
         )
-    if not callable(getattr(cls, "decide", None)):
+    from .scheduling import Scheduler
+
+    decide = getattr(cls, "decide", None)
+    if not callable(decide) or decide is Scheduler.decide:
         raise SchedulerError(f"scheduler {name!r}: {cls.__qualname__} has no decide(observation) method")
     return cls
 

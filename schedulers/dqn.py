@@ -366,31 +366,37 @@ class DQNScheduler(Scheduler):
         return {"params": self.state.params, "target": self.state.target, "opt_state": self.state.opt_state}
 
     def load(self, path: str) -> None:
-        """Restore a checkpoint written by ``save``; the network shape comes from the checkpoint."""
+        """Restore a checkpoint written by ``save``; the network shape comes from the checkpoint.
+
+        Refused, with the reason: a checkpoint that cannot be read, of another scheduler, for another
+        number of BSs or actions, or whose networks do not fit its own configuration.
+        """
         src = Path(path)
+        where = f"scheduler {self.name!r}: checkpoint {str(src)!r}"
         try:
             meta = json.loads((src / "config.json").read_text())
             data = (src / "agents.msgpack").read_bytes()
         except (OSError, ValueError) as err:
-            raise SchedulerError(
-                f"scheduler {self.name!r}: cannot read checkpoint {str(src)!r}: {err}"
-            ) from None
+            raise SchedulerError(f"{where} cannot be read: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
+            raise SchedulerError(f"{where}: config.json is not a checkpoint of format {CHECKPOINT_FORMAT}")
+        mine = type(self).__module__ + ":" + type(self).__qualname__
+        if meta.get("scheduler") != mine:
+            raise SchedulerError(f"{where} was saved by {meta.get('scheduler')!r}, not by {mine!r}")
         if meta.get("n_bs") != self.n_bs:
-            raise SchedulerError(
-                f"scheduler {self.name!r}: checkpoint {str(src)!r} has {meta.get('n_bs')} agents, scenario has {self.n_bs} BSs"
-            )
+            raise SchedulerError(f"{where} has {meta.get('n_bs')} agents, scenario has {self.n_bs} BSs")
         self._setup(self.config_class.from_options(self.name, meta["config"]))
         if self.head.n_actions != meta.get("n_actions"):
             raise SchedulerError(
-                f"scheduler {self.name!r}: checkpoint {str(src)!r} has {meta.get('n_actions')} actions, "
-                f"expected {self.head.n_actions}"
+                f"{where} has {meta.get('n_actions')} actions, expected {self.head.n_actions}"
             )
         try:
             restored = serialization.from_bytes(self._nets(), data)
-        except (ValueError, KeyError, TypeError) as err:
-            raise SchedulerError(
-                f"scheduler {self.name!r}: checkpoint {str(src)!r} does not fit: {err}"
-            ) from None
+            leaves = zip(jax.tree.leaves(self._nets()), jax.tree.leaves(restored))
+            if any(np.shape(a) != np.shape(b) for a, b in leaves):
+                raise ValueError("the network shapes differ from its config.json")
+        except Exception as err:  # noqa: BLE001 - whatever a damaged file makes msgpack or flax raise
+            raise SchedulerError(f"{where} does not fit: {type(err).__name__}: {err}") from None
         as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
         self.state = self.state._replace(
             params=as_jnp(restored["params"]),
