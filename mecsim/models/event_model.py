@@ -135,6 +135,8 @@ class EventModel(DelayModel):
         self._finished = np.zeros(n_tasks, dtype=bool)
         self._estimate = np.full(n_tasks, np.nan)  # decision-time make-span estimate
         self._seen = self.profile is not None and self.scenario.faults.observable
+        self._speeds: tuple = (None, None, None)  # (instant, capacities, rates) under faults
+        self._done_cache: dict[tuple, float] = {}
         for i in range(n):
             env.process(self._server(env, i) if self.profile is None else self._faulty_server(env, i))
 
@@ -161,11 +163,29 @@ class EventModel(DelayModel):
                 if self.profile is None:
                     done = (now - self._cur_start[i]) * caps[i]
                 else:
-                    done = self.profile.done("server", i, self._cur_start[i], now, caps[i])
+                    done = self._done_in_service(i, now)
                 backlog[i] -= w if done > w else done
             if backlog[i] < 0.0:
                 backlog[i] = 0.0
         return backlog
+
+    def _speeds_at(self, now: float) -> tuple[list[float], list[float]]:
+        """Current capacities and rates under faults (cached per instant: a slot's tasks share it)."""
+        if self._speeds[0] != now:
+            profile = self.profile
+            caps = [f * profile.factor_at("server", i, now) for i, f in enumerate(self._caps)]
+            rates = [r * profile.factor_at("link", i, now) for i, r in enumerate(self._rates)]
+            self._speeds = (now, caps, rates)
+        return self._speeds[1], self._speeds[2]
+
+    def _done_in_service(self, i: int, now: float) -> float:
+        """Gcycles of ES ``i``'s job in service done by ``now`` under faults (cached per job and instant)."""
+        key = (i, self._cur_start[i], now)
+        if key not in self._done_cache:
+            if len(self._done_cache) > 4 * self.n:
+                self._done_cache.clear()
+            self._done_cache[key] = self.profile.done("server", i, self._cur_start[i], now, self._caps[i])
+        return self._done_cache[key]
 
     def backlog_at(self, now: float) -> np.ndarray:
         backlog = np.array(self._backlog_now(now))
@@ -176,8 +196,7 @@ class EventModel(DelayModel):
         """Linear delay estimate (wait, duration) and the state behind it, as Python lists."""
         n, caps, rates = self.n, self._caps, self._rates
         if self._seen:  # observable faults: the current speeds (0 while down: infinite terms)
-            caps = [f * self.profile.factor_at("server", i, now) for i, f in enumerate(caps)]
-            rates = [r * self.profile.factor_at("link", i, now) for i, r in enumerate(rates)]
+            caps, rates = self._speeds_at(now)
         backlog = self._backlog_now(now)
         link_free = self._link_free
         base = b * n if self._pair else 0
