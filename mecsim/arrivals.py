@@ -1,9 +1,4 @@
-"""Seeded random streams and the arrival trace of one episode (reference spec §1.2).
-
-One integer seed feeds independent, random-access streams: ``stream(seed, "arrivals",
-episode)`` gives the same generator whatever else ran before, so episodes can be run,
-resumed or vmapped in any order with identical results.
-"""
+"""The arrival trace of one episode (reference spec §1.2), drawn from its own seeded stream."""
 
 from __future__ import annotations
 
@@ -12,28 +7,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import Scenario
-
-_STREAM_IDS = {
-    "arrivals": 1,
-    "density": 2,
-    "scheduler": 3,
-    "replay": 4,
-    "jax": 5,
-    "evaluation": 6,
-    "faults": 7,
-}
-
-
-def stream(seed: int, name: str, *index: int) -> np.random.Generator:
-    """An independent generator for (seed, stream name, index...)."""
-    key = (_STREAM_IDS[name], *index)
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=key))
-
-
-def stream_seed(seed: int, name: str, *index: int) -> int:
-    """A 32-bit integer seed for libraries that want one (e.g. a JAX PRNG key)."""
-    key = (_STREAM_IDS[name], *index)
-    return int(np.random.SeedSequence(entropy=seed, spawn_key=key).generate_state(1)[0])
+from .streams import stream
 
 
 class Trace(NamedTuple):

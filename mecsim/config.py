@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from .faults import Faults
+from .faults import Faults, Profile
 
 DelayModel = Literal["slotted", "event"]
 AllocationRule = Literal["cwa", "hecwa", "waterfill"]
@@ -216,6 +216,12 @@ class Scenario(BaseModel):
     def decision_slots(self) -> int:
         """Slots in which decisions are made (the reference processes slots 0..slots-2)."""
         return self.slots - 1
+
+    def fault_profile(self, episode: int, stream_name: str = "arrivals") -> Profile | None:
+        """The episode's fault realisation (`mecsim.faults`), or None for a scenario without faults."""
+        if not self.faults.active:
+            return None
+        return Profile(self.faults, self.n_bs, self.seed, episode, stream_name)
 
     def config_hash(self) -> str:
         """Short stable hash of every field except the seed: identifies the experiment point."""

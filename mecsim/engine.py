@@ -18,7 +18,6 @@ import simpy
 
 from .arrivals import Trace, episode_trace
 from .config import Scenario
-from .faults import profile
 from .models import make_model
 from .plugins import call_hook
 from .tasklog import TaskLog, episode_metrics
@@ -51,7 +50,7 @@ class Simulation:
         log = TaskLog(scenario, trace, episode)
         model = make_model(scenario, self.scheduler)
         env = simpy.Environment()
-        env.process(model.process(env, trace, log, profile(scenario, episode, stream)))
+        env.process(model.process(env, trace, log, scenario.fault_profile(episode, stream)))
         env.run()
         horizon = scenario.decision_slots * scenario.slot_length
         metrics = episode_metrics(log, model.served, model.params.capacities * 1.0, horizon)

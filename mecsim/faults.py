@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:
-    from .config import Scenario
+from .streams import stream
 
 Target = Literal["server", "link"]
 
@@ -119,7 +118,6 @@ class Profile:
     """
 
     def __init__(self, faults: Faults, n_bs: int, seed: int, episode: int, stream_name: str = "arrivals"):
-        from .arrivals import stream
 
         self.faults = faults
         self._static: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
@@ -214,11 +212,3 @@ class Profile:
                 a, b = t * slot_length, (t + 1) * slot_length
                 out[t, i] = self.done(target, i, a, b, 1.0) / slot_length if b <= horizon else 1.0
         return out
-
-
-def profile(scenario: Scenario, episode: int, stream_name: str = "arrivals") -> Profile | None:
-    """The episode's fault realisation, or None for a scenario without faults."""
-    faults = scenario.faults
-    if not faults.active:
-        return None
-    return Profile(faults, scenario.n_bs, scenario.seed, episode, stream_name)

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .arrivals import stream
 from .backends import DEFAULT_ENGINE, check_engine, kernel_batch, resolve
 from .config import Scenario
 from .plugins import call_hook, make_scheduler
 from .scheduling import SchedulerError, hook
+from .streams import stream
 from .tables import episode_row, provenance
 
 

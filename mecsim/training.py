@@ -28,13 +28,13 @@ from typing import Any
 
 import pandas as pd
 
-from .arrivals import stream
 from .backends import DEFAULT_ENGINE, check_engine, resolve, resolve_trainer
 from .config import Scenario
 from .engine import Simulation
 from .plugins import call_hook, make_scheduler
 from .results import write_parquet
 from .runner import run_episodes
+from .streams import stream
 
 
 @dataclass

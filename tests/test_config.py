@@ -365,6 +365,13 @@ def test_config_hash_is_stable_and_seed_independent(tmp_path):
         {"variant": {"fail_penalty": 2.0}},
         {"variant": {"makespan_counts_idle": False}},
         {"variant": {"enqueue_failed_work": False}},
+        {"faults": {"windows": [{"target": "server", "index": 0, "start": 0.0, "end": 1.0, "factor": 0.5}]}},
+        {
+            "faults": {
+                "windows": [{"target": "server", "index": 0, "start": 0.0, "end": 1.0, "factor": 0.5}],
+                "observable": False,
+            }
+        },
     ],
 )
 def test_config_hash_changes_with_any_other_field(change):
@@ -394,5 +401,6 @@ def test_config_hash_covers_every_field():
         "deadline_policy",
         "link_topology",
         "variant",
+        "faults",
     }
     assert covered == set(Scenario.model_fields) - {"seed"}

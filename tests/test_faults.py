@@ -9,7 +9,7 @@ import pytest
 from mecsim.arrivals import Trace
 from mecsim.config import ConfigError, Scenario, build_scenario
 from mecsim.engine import Simulation
-from mecsim.faults import Profile, profile
+from mecsim.faults import Profile
 from mecsim.plugins import make_scheduler
 from mecsim.runner import run
 from mecsim.scheduling import Decision, Scheduler
@@ -144,11 +144,11 @@ def test_random_processes_are_reproducible_and_down_as_often_as_their_means_say(
     sc = scenario(
         {"processes": [{"target": "server", "mean_up": 3.0, "mean_down": 1.0, "factor": 0.0}]}, slots=2
     )
-    a, b = profile(sc, 0), profile(sc, 0)
+    a, b = sc.fault_profile(0), sc.fault_profile(0)
     horizon = 4000.0
     down = [horizon - a.done("server", i, 0.0, horizon, 1.0) for i in range(2)]
     assert down == [horizon - b.done("server", i, 0.0, horizon, 1.0) for i in range(2)]
-    assert profile(sc, 1).done("server", 0, 0.0, horizon, 1.0) != a.done("server", 0, 0.0, horizon, 1.0)
+    assert sc.fault_profile(1).done("server", 0, 0.0, horizon, 1.0) != a.done("server", 0, 0.0, horizon, 1.0)
     for d in down:  # unavailability 1/4; about 1000 cycles of 4 s: a 5-sigma band is about +-0.04
         assert abs(d / horizon - 0.25) < 0.04
     assert a.factor_at("server", 0, 0.0) == 1.0  # every target starts up

@@ -11,12 +11,12 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mecsim.arrivals import episode_trace, stream
+from mecsim.arrivals import episode_trace
 from mecsim.config import build_scenario
-from mecsim.faults import profile
 from mecsim.models import make_model
 from mecsim.plugins import make_scheduler
 from mecsim.runner import run
+from mecsim.streams import stream
 from mecsim.tasklog import TaskLog, episode_metrics
 
 BUILTIN = ["local", "random", "optimal", "best-single", "amcoedge", "drlcoedge", "smcoedge", "smcoedge-topk"]
@@ -91,7 +91,7 @@ def episode(scenario, scheduler):
     log = TaskLog(scenario, trace, 0)
     model = make_model(scenario, scheduler)
     env = simpy.Environment()
-    env.process(model.process(env, trace, log, profile(scenario, 0)))
+    env.process(model.process(env, trace, log, scenario.fault_profile(0)))
     env.run()
     horizon = scenario.decision_slots * scenario.slot_length
     return (

@@ -390,7 +390,7 @@ def test_dqn_greedy_decisions_match_python(name, options):
 
 
 def _python_training(scenario, name, options, episodes):
-    from mecsim.arrivals import stream
+    from mecsim.streams import stream
 
     sched = make_scheduler(name, scenario, rng=stream(scenario.seed, "scheduler"), **options)
     sim = Simulation(scenario, sched)

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from mecsim.allocation import subset_masks
-from mecsim.arrivals import stream
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.jaxconfig import x64
@@ -22,6 +21,7 @@ from mecsim.learning.heads import AllSubsets
 from mecsim.plugins import make_scheduler
 from mecsim.runner import run_episodes
 from mecsim.scheduling import SchedulerError, SlotFeedback, SlotObservation
+from mecsim.streams import stream
 from mecsim.training import train
 
 TINY = Scenario(

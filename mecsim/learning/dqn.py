@@ -31,7 +31,7 @@ import numpy as np
 import optax
 from pydantic import Field
 
-from ..arrivals import stream_seed
+from ..streams import stream_seed
 from . import replay as replay_buffer
 from .config import LearnerConfig
 from .heads import ActionHead

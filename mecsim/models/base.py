@@ -8,7 +8,7 @@ is the same in every model:
 * decisions — per task through ``scheduler.decide(Observation)``, or per slot through
   ``decide_slot(SlotObservation)``; every return value is validated, and a subset
   without fractions is allocated by the scenario's rule;
-* the task log — decisions and outcomes are written only through `record_decision` and
+* the task log — decisions are written here (`run_task`, `run_slot`), outcomes only through
   `record_outcome`;
 * learner feedback — ``on_slot_end`` receives slot t's `SlotFeedback` at the start of
   slot t+1 (or at the horizon), with the backlog the next decisions see.
@@ -70,7 +70,7 @@ class UrgentTimeout(Timeout):
 def freeze(*arrays: np.ndarray) -> None:
     """Make arrays that a scheduler will see read-only (they are the model's own, or fresh)."""
     for array in arrays:
-        array.flags.writeable = False
+        array.setflags(write=False)  # cheaper than .flags.writeable (no flags object)
 
 
 class Terms(NamedTuple):
@@ -227,7 +227,9 @@ class DelayModel:
         fractions = decision.fractions
         if fractions is None:
             fractions = self.allocate(terms, decision.subset)
-        self.record_decision(k, decision.subset, fractions)
+        log.subset[k] = decision.subset > 0
+        log.fractions[k] = fractions
+        log.decided[k] = True
         self.commit(now, t, k, decision.subset, fractions, terms)
 
     def place(self, t: int, k: int) -> dict[str, int]:
@@ -247,12 +249,6 @@ class DelayModel:
         return slotted.evaluate_subsets(
             obs.wait, obs.duration, obs.split_duration, masks, rule, self.estimate_params
         )
-
-    def record_decision(self, k: int, subset: np.ndarray, fractions) -> None:
-        log = self.log
-        log.subset[k] = subset > 0
-        log.fractions[k] = fractions
-        log.decided[k] = True
 
     def record_outcome(self, k, latency, failed, reward) -> None:
         """Task ``k``'s (or a slice of tasks') raw latency, failure and reward."""

@@ -326,6 +326,7 @@ class EventModel(DelayModel):
         drop, horizon = self._drop, self._horizon
         served, total, jobs = self._served, self._total, self._jobs
         cur_work, cur_start, cur_deadline = self._cur_work, self._cur_start, self._cur_deadline
+        remaining, last = self._remaining, self._last
         while True:
             if not queue:
                 self._idle[i] = idle = Event(env)
@@ -355,7 +356,17 @@ class EventModel(DelayModel):
                 served[i] += w
             elif start < horizon:
                 served[i] += (horizon - start) * f
-            self._finish_job(i, k, w, bucket, end)
+            # `_finish_job`, inlined: a call per job costs ~10% of the fault-free event model's time
+            pending = self._pending[bucket]
+            pending[i] -= w
+            jobs[i] -= 1
+            if not drop and jobs[i] == 0:
+                pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
+            remaining[k] -= 1
+            if end > last[k]:
+                last[k] = end
+            if remaining[k] == 0:
+                self._record(k)
 
     def _finish_job(self, i: int, k: int, w: float, bucket: int, end: float) -> None:
         """Job bookkeeping once ES ``i`` has served ``w`` Gcycles of task ``k`` at time ``end``."""

@@ -86,17 +86,20 @@ NUMBERS = ("capacities", "rates", "slot_length", "deadline", "fail_penalty")
 """The fields of `SlottedParams` that are numbers (the compiled kernel may vary them per replica)."""
 
 
-def _div(numerator, denominator, p: SlottedParams, xp):
-    """numerator / denominator; with outages, +inf where the denominator is 0 (nothing moves there)."""
-    if not p.outages:
-        return numerator / denominator
-    up = denominator > 0
-    return xp.where(up, numerator / xp.where(up, denominator, 1.0), xp.inf)
+def _guarded_arithmetic(xp):
+    """(divide, mask) under outages: a division by 0 gives +inf (nothing moves there) and
+    masking is a select, so that inf·0 never turns into NaN. Without outages they are the plain
+    ufuncs divide and multiply (``mask(v, m)`` = v·m for a 0/1 mask m).
+    """
 
+    def divide(numerator, denominator):
+        up = denominator > 0
+        return xp.where(up, numerator / xp.where(up, denominator, 1.0), xp.inf)
 
-def _mask(value, mask, p: SlottedParams, xp):
-    """``value`` where the 0/1 ``mask`` is 1, else 0 (a product, but never inf·0 under outages)."""
-    return xp.where(mask > 0, value, 0.0) if p.outages else value * mask
+    def mask(value, mask):
+        return xp.where(mask > 0, value, 0.0)
+
+    return divide, mask
 
 
 def initial_state(n_servers: int, xp=np) -> SlotState:
@@ -112,18 +115,19 @@ def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
     products, so the scalar and batched forms give identical bits.
     """
     remote = p.remote_masks[b]
+    divide, mask = _guarded_arithmetic(xp) if p.outages else (xp.divide, xp.multiply)
     if getattr(b, "ndim", 0):  # a batch of tasks
         tau_b = xp.take_along_axis(state.tau, xp.asarray(b)[:, None], axis=-1)
         size, work = size[:, None], (size * density)[:, None]
     else:
         tau_b, work = state.tau[b], size * density
-    wait = _div(state.backlog + state.assigned, p.capacities, p, xp)
-    wait = wait + (tau_b if p.variant.local_wait_includes_tau else _mask(tau_b, remote, p, xp))
+    wait = divide(state.backlog + state.assigned, p.capacities)
+    wait = wait + (tau_b if p.variant.local_wait_includes_tau else mask(tau_b, remote))
     if p.variant.wait_clip_to_deadline:
         wait = xp.minimum(wait, p.deadline)
-    compute = _div(work, p.capacities, p, xp)
-    upload = _div(size, p.rates, p, xp)
-    duration = compute + _mask(upload, remote, p, xp)
+    compute = divide(work, p.capacities)
+    upload = divide(size, p.rates)
+    duration = compute + mask(upload, remote)
     split_duration = compute + upload if p.variant.local_upload_in_split else duration
     return wait, duration, split_duration
 
@@ -150,16 +154,10 @@ def apply_task(state: SlotState, b, size, density, subset, fractions, p: Slotted
 def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: SlottedParams, xp=np):
     """State update after a decision whose raw make-span is ``span`` (spec §1.4, last steps)."""
     failed = span > p.deadline
-    # fractions are 0 outside the subset, so only the local share needs masking
-    upload = (
-        _mask(_div(fractions * size, p.rates, p, xp), fractions, p, xp)
-        if p.outages
-        else fractions * size / p.rates
-    )
-    tau_b = (
-        state.tau[b]
-        + (upload if p.variant.tau_counts_local else _mask(upload, p.remote_masks[b], p, xp)).sum()
-    )
+    divide, mask = _guarded_arithmetic(xp) if p.outages else (xp.divide, xp.multiply)
+    # fractions are 0 outside the subset, so only under outages (inf rates·0) does it need masking
+    upload = mask(divide(fractions * size, p.rates), fractions) if p.outages else fractions * size / p.rates
+    tau_b = state.tau[b] + (upload if p.variant.tau_counts_local else mask(upload, p.remote_masks[b])).sum()
     work = fractions * (size * density)
     if not p.variant.enqueue_failed_work:
         tau_b = xp.where(failed, state.tau[b], tau_b)

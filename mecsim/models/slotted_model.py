@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from ..allocation import allocate_subset
 from ..scheduling import Decision
 from ..tasklog import TaskLog
 from . import slotted
@@ -69,8 +70,9 @@ class SlottedModel(DelayModel):
         return terms
 
     def commit(
-        self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms
+        self, now: float, t: int, k: int, subset: np.ndarray, fractions: np.ndarray, terms: Terms | tuple
     ) -> None:
+        """Run task ``k`` on the true parameters; ``terms`` starts with the (wait, duration, split) decided on."""
         log, p = self.log, self.true_params
         b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
         true = terms[:3] if p is self.seen_params else slotted.delay_terms(self.state, b, size, density, p)
@@ -96,10 +98,16 @@ class SlottedModel(DelayModel):
                 self.state, span, failed, reward = result
                 self.record_outcome(rows, span, failed, reward)
                 return
-        # allocation on the true state, or a binding τ clamp: execute task by task
+        # allocation on the true state, or a binding τ clamp: execute task by task (the slot's
+        # subsets are already in the log; only the delay terms are needed, not a full `Terms`)
+        rule, outages = self.scenario.allocation, self.params.outages
         for j, k in enumerate(range(rows.start, rows.stop)):
-            terms = self.terms(now, k)
+            b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
+            seen = slotted.delay_terms(self.state, b, size, density, self.seen_params)
             subset = decision.subset[j]
-            fractions = self.allocate(terms, subset) if decision.fractions is None else decision.fractions[j]
-            self.record_decision(k, subset, fractions)
-            self.commit(now, t, k, subset, fractions, terms)
+            if decision.fractions is None:
+                fractions = allocate_subset(rule, seen[0], seen[2], subset, outages)
+                log.fractions[k] = fractions
+            else:
+                fractions = decision.fractions[j]
+            self.commit(now, t, k, subset, fractions, seen)

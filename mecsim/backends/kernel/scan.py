@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ...arrivals import stream_seed
 from ...jaxconfig import jit
 from ...models import slotted
+from ...streams import stream_seed
 from .layout import Tasks
 from .shape import Env, JaxPolicy, KernelContext, KernelTask, SlotView, Spec, context
 

@@ -26,7 +26,6 @@ import simpy
 from ...arrivals import Trace, episode_trace
 from ...config import Scenario
 from ...engine import EpisodeResult
-from ...faults import profile
 from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
@@ -56,7 +55,7 @@ class Replica:
     def get_speed(self) -> np.ndarray:
         """(T, 2, B): the episode's fault factors of capacities and rates per decision slot (all 1 without faults)."""
         sc = self.scenario
-        realisation = profile(sc, self.episode, self.stream)
+        realisation = sc.fault_profile(self.episode, self.stream)
         if realisation is None:
             return np.ones((sc.decision_slots, 2, sc.n_bs))
         shape = (sc.n_bs, sc.decision_slots, sc.slot_length)
