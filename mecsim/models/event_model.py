@@ -138,7 +138,7 @@ class EventModel(DelayModel):
         self._speeds: tuple = (None, None, None)  # (instant, capacities, rates) under faults
         self._done_cache: dict[tuple, float] = {}
         for i in range(n):
-            env.process(self._server(env, i) if self.profile is None else self._faulty_server(env, i))
+            env.process(self._server(env, i))
 
     # -- state seen by schedulers ------------------------------------------------------------------
     def _backlog_now(self, now: float) -> list[float]:
@@ -321,8 +321,9 @@ class EventModel(DelayModel):
             idle.succeed()  # ordinary priority: every arrival of this instant is queued first
 
     def _server(self, env: simpy.Environment, i: int):
-        """ES ``i``: FIFO by arrival at the ES, one job at a time at f_i Gcycles/s."""
-        queue, f = self._queues[i], self._caps[i]
+        """ES ``i``: FIFO by arrival at the ES, one job at a time at f_i Gcycles/s (f_i·c_i(t) under faults,
+        c_i being the fault profile's factor)."""
+        queue, f, profile = self._queues[i], self._caps[i], self.profile
         drop, horizon = self._drop, self._horizon
         served, total, jobs = self._served, self._total, self._jobs
         cur_work, cur_start, cur_deadline = self._cur_work, self._cur_start, self._cur_deadline
@@ -338,25 +339,37 @@ class EventModel(DelayModel):
                 self._subtask_dropped(k)
                 continue
             cur_work[i], cur_start[i], cur_deadline[i] = w, start, deadline
-            service = w / f
-            if drop and start + service > deadline:
+            if profile is None:
+                service = w / f
+                end = start + service  # what env.now will be after Timeout(service)
+            else:
+                end = profile.finish("server", i, start, w, f)
+                service = end - start
+            if drop and end > deadline:
                 yield Timeout(env, deadline - start)
                 cur_work[i] = 0.0
-                total[i] += (deadline - start) * f
-                if start < horizon:
-                    served[i] += ((deadline if deadline < horizon else horizon) - start) * f
+                cut = deadline if deadline < horizon else horizon
+                if profile is None:
+                    total[i] += (deadline - start) * f
+                    if start < horizon:
+                        served[i] += (cut - start) * f
+                else:
+                    total[i] += profile.done("server", i, start, deadline, f)
+                    if start < horizon:
+                        served[i] += profile.done("server", i, start, cut, f)
                 jobs[i] -= 1
                 self._subtask_dropped(k)
                 continue
             yield Timeout(env, service)
-            end = env.now
             cur_work[i] = 0.0
             total[i] += w
             if end <= horizon:
                 served[i] += w
             elif start < horizon:
-                served[i] += (horizon - start) * f
-            # `_finish_job`, inlined: a call per job costs ~10% of the fault-free event model's time
+                served[i] += (
+                    (horizon - start) * f if profile is None else profile.done("server", i, start, horizon, f)
+                )
+            # the job's bookkeeping, inline (a call per job costs ~10% of the event model's time)
             pending = self._pending[bucket]
             pending[i] -= w
             jobs[i] -= 1
@@ -367,56 +380,6 @@ class EventModel(DelayModel):
                 last[k] = end
             if remaining[k] == 0:
                 self._record(k)
-
-    def _finish_job(self, i: int, k: int, w: float, bucket: int, end: float) -> None:
-        """Job bookkeeping once ES ``i`` has served ``w`` Gcycles of task ``k`` at time ``end``."""
-        jobs, pending = self._jobs, self._pending[bucket]
-        pending[i] -= w
-        jobs[i] -= 1
-        if not self._drop and jobs[i] == 0:
-            pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
-        self._remaining[k] -= 1
-        if end > self._last[k]:
-            self._last[k] = end
-        if self._remaining[k] == 0:
-            self._record(k)
-
-    def _faulty_server(self, env: simpy.Environment, i: int):
-        """ES ``i`` under faults: as `_server`, at f_i·c_i(t) Gcycles/s (c_i: the fault profile's factor)."""
-        queue, f, profile = self._queues[i], self._caps[i], self.profile
-        drop, horizon = self._drop, self._horizon
-        served, total, jobs = self._served, self._total, self._jobs
-        cur_work, cur_start, cur_deadline = self._cur_work, self._cur_start, self._cur_deadline
-        while True:
-            if not queue:
-                self._idle[i] = idle = Event(env)
-                yield idle
-            _, _, w, k, deadline, bucket = heappop(queue)
-            start = env.now
-            if drop and deadline <= start:
-                jobs[i] -= 1
-                self._subtask_dropped(k)
-                continue
-            cur_work[i], cur_start[i], cur_deadline[i] = w, start, deadline
-            end = profile.finish("server", i, start, w, f)
-            if drop and end > deadline:
-                yield Timeout(env, deadline - start)
-                cur_work[i] = 0.0
-                total[i] += profile.done("server", i, start, deadline, f)
-                if start < horizon:
-                    served[i] += profile.done("server", i, start, min(deadline, horizon), f)
-                jobs[i] -= 1
-                self._subtask_dropped(k)
-                continue
-            yield Timeout(env, end - start)
-            cur_work[i] = 0.0
-            total[i] += w
-            served[i] += (
-                w
-                if end <= horizon
-                else (profile.done("server", i, start, horizon, f) if start < horizon else 0.0)
-            )
-            self._finish_job(i, k, w, bucket, end)
 
     def _subtask_dropped(self, k: int) -> None:
         self._dropped[k] = True
