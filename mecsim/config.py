@@ -32,7 +32,9 @@ from .faults import Faults, Profile
 
 DelayModel = Literal["slotted", "event"]
 AllocationRule = Literal["cwa", "hecwa", "waterfill"]
-PresetName = Literal["amcoedge", "randcoedge", "drlcoedge", "smcoedge", "optimal"]
+PresetName = Literal["amcoedge", "randcoedge", "drlcoedge", "smcoedge", "optimal", "dedgeai"]
+ArrivalProcess = Literal["bernoulli", "uniform_count"]
+Workload = Literal["density", "steps"]
 TauClamp = Literal["none", "multi", "always"]
 DeadlinePolicy = Literal["keep", "drop"]
 LinkTopology = Literal["pair", "destination"]
@@ -75,6 +77,15 @@ class EnvVariant(BaseModel):
     """Servers of the chosen subset whose fraction is 0 still add their wait to the make-span max."""
     enqueue_failed_work: bool = True
     """A failed task's work still loads the queues (the reference never drops it)."""
+    remote_wait_includes_tau: bool = True
+    """A remote server's wait includes the source BS's upload backlog τ_b (False: DEdgeAI has no
+    transmission queue)."""
+    local_download: bool = True
+    """With result downloads (``result_range``), the local server's share pays res/r_b too (DEdgeAI)."""
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler) -> dict[str, Any]:
+        return _drop_later_defaults(self, handler(self), _LATER_VARIANT_FIELDS)
 
     def structural(self) -> EnvVariant:
         """The flags that shape the computation: this variant with the failure penalty zeroed.
@@ -98,7 +109,52 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "smcoedge": dict(wait_clip_to_deadline=True, tau_counts_local=True, tau_clamp="none", fail_penalty=2.0),
     "optimal": dict(tau_clamp="none"),
+    "dedgeai": dict(tau_clamp="none", remote_wait_includes_tau=False),
 }
+
+DEDGEAI_CAPACITIES = (50, 25, 18, 32, 28, 21, 50, 17, 44, 41, 21, 31, 41, 36, 30, 47, 49, 13, 48, 14)
+"""The reference's ``np.random.seed(2); randint(10, 51, 20)`` (spec §6.1)."""
+DEDGEAI_RATES = (
+    499,
+    478,
+    461,
+    416,
+    473,
+    408,
+    500,
+    462,
+    427,
+    430,
+    480,
+    407,
+    476,
+    415,
+    453,
+    480,
+    427,
+    444,
+    477,
+    475,
+)
+"""The reference's ``np.random.seed(5); randint(400, 501, 20)`` (spec §6.1)."""
+
+PRESET_SCENARIOS: dict[str, dict[str, Any]] = {
+    "dedgeai": dict(
+        n_bs=20,
+        capacities=tuple(float(f) for f in DEDGEAI_CAPACITIES),
+        rates=tuple(float(r) for r in DEDGEAI_RATES),
+        arrivals="uniform_count",
+        workload="steps",
+        result_range=(0.6, 1.0),
+        result_follows_work=True,
+        deadline=None,
+        slots=60,
+    ),
+}
+"""Scenario fields a preset changes from `Scenario`'s defaults (explicit values still win)."""
+
+PRESET_PROCESSES: dict[str, tuple[str, str]] = {"dedgeai": ("uniform_count", "steps")}
+"""(arrival process, workload) a preset's accounting is defined for; the others: ("bernoulli", "density")."""
 
 
 class Scenario(BaseModel):
@@ -106,7 +162,7 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    n_bs: Count = Field(5, ge=1, le=16, description="number of base stations B (each hosts one edge server)")
+    n_bs: Count = Field(5, ge=1, description="number of base stations B (each hosts one edge server)")
     capacities: tuple[Number, ...] = Field(
         (10.0, 20.0, 30.0, 40.0, 50.0), description="ES capacities f (GHz)"
     )
@@ -114,12 +170,34 @@ class Scenario(BaseModel):
         (400.0, 425.0, 450.0, 475.0, 500.0), description="link rates r, by destination (Mbit/s)"
     )
     tasks_per_slot: Count = Field(50, ge=1, description="task slots per BS per time slot N")
+    arrivals: ArrivalProcess = Field(
+        "bernoulli",
+        description="bernoulli: each task slot holds a task with probability p; "
+        "uniform_count: 1..N tasks per (slot, BS), uniformly (DEdgeAI)",
+    )
     arrival_prob: Number = Field(
         0.3, ge=0.0, le=1.0, description="Bernoulli arrival probability p per task slot"
     )
     size_range: tuple[Number, Number] = Field((2.0, 5.0), description="task size range (Mbit), uniform")
     density_range: tuple[Number, Number] = Field(
         (100.0, 300.0), description="computing density range (cycles/bit), uniform"
+    )
+    workload: Workload = Field(
+        "density",
+        description="density: work d·ρ (ρ from density_range); "
+        "steps: work ρ_n·q_n, Gcycles per diffusion step times steps (DEdgeAI)",
+    )
+    step_work_range: tuple[Number, Number] = Field(
+        (0.1024, 0.3072), description="steps workload: Gcycles per diffusion step ρ_n, uniform"
+    )
+    steps_range: tuple[Count, Count] = Field(
+        (1, 14), description="steps workload: diffusion steps q_n, uniform integers, bounds included"
+    )
+    result_range: tuple[Number, Number] | None = Field(
+        None, description="result size res_n (Mbit), uniform; downloaded at r_a; None: no download"
+    )
+    result_follows_work: bool = Field(
+        False, description="res_n drawn from the same uniforms as ρ_n (DEdgeAI's seed reuse, spec §6.1)"
     )
     bits_per_mbit: Number = Field(
         1.024e6, gt=0, description="bits per Mbit when converting density (reference: 1.024e6)"
@@ -131,7 +209,7 @@ class Scenario(BaseModel):
     slots: Count = Field(
         61, ge=2, description="slots per episode; the last one only supplies the learners' next state"
     )
-    deadline: Number = Field(1.0, gt=0, description="task deadline (s)")
+    deadline: Number | None = Field(1.0, gt=0, description="task deadline (s); None: no deadline, no failure")
     model: DelayModel = "slotted"
     allocation: AllocationRule = "cwa"
     preset: PresetName = "amcoedge"
@@ -153,7 +231,7 @@ class Scenario(BaseModel):
         data = handler(self)
         if isinstance(data, dict) and not self.faults.active and self.faults.observable:
             data.pop("faults", None)
-        return data
+        return _drop_later_defaults(self, data, _LATER_SCENARIO_FIELDS)
 
     @model_validator(mode="before")
     @classmethod
@@ -166,7 +244,7 @@ class Scenario(BaseModel):
         explicit = data.get("variant") or {}
         if isinstance(explicit, EnvVariant):
             explicit = explicit.model_dump(exclude_unset=True)
-        return {**data, "variant": {**PRESETS[preset], **explicit}}
+        return {**PRESET_SCENARIOS.get(preset, {}), **data, "variant": {**PRESETS[preset], **explicit}}
 
     @field_validator("capacities", "rates")
     @classmethod
@@ -176,9 +254,11 @@ class Scenario(BaseModel):
             raise ValueError(f"every entry must be > 0, got {bad}")
         return values
 
-    @field_validator("size_range", "density_range")
+    @field_validator("size_range", "density_range", "step_work_range", "steps_range", "result_range")
     @classmethod
-    def _range(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+    def _range(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is None:
+            return bounds
         lo, hi = bounds
         if not 0 < lo <= hi:
             raise ValueError(f"need 0 < low <= high, got ({lo}, {hi})")
@@ -192,6 +272,26 @@ class Scenario(BaseModel):
                     f"{name} has {len(getattr(self, name))} entries but n_bs = {self.n_bs}; "
                     f"give one value per base station"
                 )
+        expected = PRESET_PROCESSES.get(self.preset, ("bernoulli", "density"))
+        if (self.arrivals, self.workload) != expected:
+            raise ValueError(
+                f"arrivals = {self.arrivals!r} and workload = {self.workload!r} disagree with preset = "
+                f"{self.preset!r}, whose accounting is defined for arrivals = {expected[0]!r}, "
+                f"workload = {expected[1]!r}; change the preset or leave both at the preset's values"
+            )
+        if self.deadline is None:
+            if self.variant.wait_clip_to_deadline:
+                raise ValueError(
+                    "deadline = None but variant.wait_clip_to_deadline = True clips waits to the deadline; "
+                    "give a deadline or set variant.wait_clip_to_deadline = false"
+                )
+            if self.deadline_policy == "drop":
+                raise ValueError(
+                    "deadline = None but deadline_policy = 'drop' drops work at the deadline; "
+                    "give a deadline or use deadline_policy = 'keep'"
+                )
+        if self.result_follows_work and self.result_range is None:
+            raise ValueError("result_follows_work = true needs a result_range (the results to draw)")
         try:
             self.faults.check(self.n_bs)
         except ValueError as err:
@@ -211,6 +311,11 @@ class Scenario(BaseModel):
         """Density range converted to Gcycles/Mbit (reference: ×1.024e6 bits / 1e9)."""
         lo, hi = self.density_range
         return lo * self.bits_per_mbit / 1e9, hi * self.bits_per_mbit / 1e9
+
+    @property
+    def deadline_s(self) -> float:
+        """The deadline in seconds; +inf for a scenario without one (no task can fail)."""
+        return float("inf") if self.deadline is None else float(self.deadline)
 
     @property
     def decision_slots(self) -> int:
@@ -242,8 +347,31 @@ class Scenario(BaseModel):
         base = self.model_dump(mode="json")
         if overrides.get("preset", self.preset) != self.preset:
             old = EnvVariant(**PRESETS[self.preset]).model_dump(mode="json")
-            base["variant"] = {k: v for k, v in base["variant"].items() if old[k] != v}
+            base["variant"] = {k: v for k, v in base["variant"].items() if old.get(k) != v}
+            old_fields = Scenario(preset=self.preset).model_dump(mode="json")
+            base = {k: v for k, v in base.items() if k == "variant" or old_fields.get(k) != v}
         return build_scenario(base, overrides)
+
+
+_LATER_VARIANT_FIELDS = {"remote_wait_includes_tau": True, "local_download": True}
+_LATER_SCENARIO_FIELDS = {
+    "arrivals": "bernoulli",
+    "workload": "density",
+    "step_work_range": (0.1024, 0.3072),
+    "steps_range": (1, 14),
+    "result_range": None,
+    "result_follows_work": False,
+}
+
+
+def _drop_later_defaults(model: BaseModel, data: Any, later: dict[str, Any]) -> Any:
+    """Leave out fields added after results were first written while they hold their defaults, so
+    that the config hash (and the cell ids built on it) of every earlier point stays the same."""
+    if isinstance(data, dict):
+        for name, default in later.items():
+            if getattr(model, name) == default:
+                data.pop(name, None)
+    return data
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -42,6 +42,20 @@ class SchedulerError(ValueError):
     """A scheduler returned an invalid decision, or could not be found or built."""
 
 
+MAX_SUBSET_BS = 16
+"""The largest B whose 2^B − 1 server subsets a scheduler may enumerate (65 535; B = 20 would be ~10^6)."""
+
+
+def require_subset_enumeration(scheduler: str, n_bs: int) -> None:
+    """Refuse, naming the scheduler, a scenario too large for a scheduler that enumerates every subset."""
+    if n_bs > MAX_SUBSET_BS:
+        raise SchedulerError(
+            f"scheduler {scheduler!r} enumerates every server subset: n_bs = {n_bs} would give "
+            f"{2**n_bs - 1} actions; allowed n_bs <= {MAX_SUBSET_BS}. For larger scenarios use a scheduler "
+            f"with a bounded action space (best-single, smcoedge, drlcoedge, ddrl-ats, ...)"
+        )
+
+
 def read_only(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array`` (what schedulers are given: they cannot change the simulation through it)."""
     view = array.view()
@@ -86,6 +100,7 @@ class Observation:
     scenario: Scenario
     _evaluator: Any = field(default=None, repr=False, compare=False)
     episode: int = 0
+    result: float = 0.0  # Mbit downloaded from the servers (0: no result download)
 
     @property
     def n_servers(self) -> int:
@@ -98,7 +113,9 @@ class Observation:
 
         Uses the delay model's own make-span rule and the scenario's allocation rule unless ``rule`` is given.
         """
-        masks = subset_masks(self.n_servers) if masks is None else masks
+        if masks is None:
+            require_subset_enumeration("Observation.evaluate (every subset)", self.n_servers)
+            masks = subset_masks(self.n_servers)
         return self._evaluator(self, masks, rule or self.scenario.allocation)
 
 
@@ -115,6 +132,7 @@ class SlotObservation:
     backlog: np.ndarray  # (B,) Gcycles at the start of the slot
     scenario: Scenario
     episode: int = 0
+    result: np.ndarray | None = None  # (n,) Mbit downloaded from the servers; None without downloads
 
     def __len__(self) -> int:
         return self.bs.shape[0]
@@ -178,6 +196,7 @@ class SlotFeedback:
     reward: np.ndarray
     next_backlog: np.ndarray  # (B,) backlog at the start of the next slot
     next_sizes: np.ndarray  # (B, N) task sizes of the next slot (0 = no task)
+    result: np.ndarray | None = None  # (n,) Mbit downloaded from the servers; None without downloads
 
 
 OPTIONAL_HOOKS = (

@@ -16,6 +16,7 @@ _STREAM_IDS = {
     "jax": 5,
     "evaluation": 6,
     "faults": 7,
+    "task_index": 8,
 }
 
 

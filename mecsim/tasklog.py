@@ -28,6 +28,12 @@ class TaskLog:
         self.arrival = slot * scenario.slot_length
         self.size = decided[slot, bs, task]
         self.density = np.asarray(trace.densities[: scenario.decision_slots])[slot, bs, task]
+        # result sizes (Mbit) downloaded from the servers; None for a scenario without downloads
+        self.result = (
+            None
+            if trace.results is None
+            else np.asarray(trace.results[: scenario.decision_slots])[slot, bs, task]
+        )
         self.subset = np.zeros((n, n_servers), dtype=bool)
         self.fractions = np.zeros((n, n_servers))
         self.latency = np.full(n, np.nan)  # raw make-span; NaN until the task ends (or if dropped)
@@ -36,7 +42,7 @@ class TaskLog:
         self.decided = np.zeros(n, dtype=bool)
         # slot t's records are rows slot_start[t]:slot_start[t+1]
         self.slot_start = np.searchsorted(slot, np.arange(scenario.decision_slots + 1))
-        self.deadline = scenario.deadline
+        self.deadline = scenario.deadline_s
 
     def __len__(self) -> int:
         return self.slot.shape[0]
@@ -58,6 +64,7 @@ class TaskLog:
             "task": self.task[rows],
             "size": self.size[rows],
             "density": self.density[rows],
+            **({} if self.result is None else {"result": self.result[rows]}),
         }
 
     def slot_observation(
@@ -67,6 +74,10 @@ class TaskLog:
         return SlotObservation(
             time=now, slot=t, backlog=backlog, scenario=scenario, episode=self.episode, **self._arrivals(t)
         )
+
+    def result_of(self, k: int) -> float | None:
+        """Task ``k``'s result size (Mbit), or None without downloads."""
+        return None if self.result is None else float(self.result[k])
 
     def slot_feedback(
         self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None
@@ -97,6 +108,7 @@ class TaskLog:
                 "task": self.task,
                 "size": self.size,
                 "density": self.density,
+                **({} if self.result is None else {"result": self.result}),
                 "subset": list(self.subset),
                 "fractions": list(self.fractions),
                 "latency": self.latency,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from mecsim.learning.dqn import DQNConfig
 from mecsim.learning.heads import AllSubsets
+from mecsim.scheduling import require_subset_enumeration
 
 from .dqn import DQNScheduler
 
@@ -23,4 +24,5 @@ class AMCoEdgeScheduler(DQNScheduler):
     config_class = AMCoEdgeConfig
 
     def make_head(self, config: AMCoEdgeConfig) -> AllSubsets:
+        require_subset_enumeration(self.name, self.n_bs)
         return AllSubsets(self.n_bs)

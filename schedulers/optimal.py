@@ -12,7 +12,7 @@ import numpy as np
 
 from mecsim.allocation import subset_masks
 from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask
-from mecsim.scheduling import Decision, Observation, Scheduler
+from mecsim.scheduling import Decision, Observation, Scheduler, require_subset_enumeration
 
 
 def optimal_decide(params, key, state, task: KernelTask, ctx: KernelContext):
@@ -27,6 +27,7 @@ class OptimalScheduler(Scheduler):
 
     def __init__(self, scenario, rng=None, **options):
         super().__init__(scenario, rng, **options)
+        require_subset_enumeration(self.name, scenario.n_bs)
         self.masks = subset_masks(scenario.n_bs)
 
     def decide(self, obs: Observation) -> Decision:

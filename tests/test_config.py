@@ -66,6 +66,7 @@ SPEC_TABLE = {
     "drlcoedge": (True, True, True, True, "none", 2.0),
     "smcoedge": (True, False, False, True, "none", 2.0),
     "optimal": (False, False, False, False, "none", 10.0),
+    "dedgeai": (False, False, False, False, "none", 10.0),
 }
 
 
@@ -365,6 +366,14 @@ def test_config_hash_is_stable_and_seed_independent(tmp_path):
         {"variant": {"fail_penalty": 2.0}},
         {"variant": {"makespan_counts_idle": False}},
         {"variant": {"enqueue_failed_work": False}},
+        {"variant": {"remote_wait_includes_tau": False}},
+        {"result_range": (0.6, 1.0), "variant": {"local_download": False}},
+        {"result_range": (0.6, 1.0)},
+        {"result_range": (0.6, 1.0), "result_follows_work": True},
+        {"preset": "dedgeai"},
+        {"preset": "dedgeai", "step_work_range": (0.1, 0.3)},
+        {"preset": "dedgeai", "steps_range": (1, 10)},
+        {"deadline": None},
         {"faults": {"windows": [{"target": "server", "index": 0, "start": 0.0, "end": 1.0, "factor": 0.5}]}},
         {
             "faults": {
@@ -402,5 +411,11 @@ def test_config_hash_covers_every_field():
         "link_topology",
         "variant",
         "faults",
+        "arrivals",
+        "workload",
+        "step_work_range",
+        "steps_range",
+        "result_range",
+        "result_follows_work",
     }
     assert covered == set(Scenario.model_fields) - {"seed"}

@@ -215,6 +215,7 @@ class DelayModel:
             scenario=self.scenario,
             _evaluator=self.evaluate,
             episode=log.episode,
+            result=0.0 if log.result is None else float(log.result[k]),
         )
         try:
             raw = self.scheduler.decide(obs)

@@ -15,7 +15,11 @@ fraction x_i:
 * each ES i serves its queue one job at a time at f_i Gcycles/s, work-conserving, in
   order of arrival at the ES (ties in decision order); a job needs x_i·d·ρ Gcycles.
 
-A task ends when its last sub-task ends; its latency is end − arrival.
+* with result downloads (``result_range``), a finished share x_i sends x_i·res Mbit back
+  to BS b over a FIFO download link at r_i (one per (ES, BS) pair, or one per ES with
+  ``link_topology = "destination"``); the local share too when ``local_download``.
+
+A task ends when its last sub-task ends (its result delivered); its latency is end − arrival.
 
 Deadline policy: ``"keep"`` (the paper) never drops work; a task whose latency exceeds
 the deadline is failed and keeps its raw latency (`TaskLog.makespan` caps it for the
@@ -88,10 +92,11 @@ class EventModel(DelayModel):
         self._caps = [float(f) for f in scenario.capacities]
         self._rates = [float(r) for r in scenario.rates]
         self._dt = float(scenario.slot_length)
-        self._deadline = float(scenario.deadline)
+        self._deadline = scenario.deadline_s
         self._drop = scenario.deadline_policy == "drop"
         self._pair = scenario.link_topology == "pair"
-        self._penalty = -float(self.params.fail_penalty) * self._deadline
+        self._penalty = -float(self.params.fail_penalty) * self._deadline if scenario.deadline else 0.0
+        self._local_download = self.params.variant.local_download
         self._horizon = self.horizon
         self._served = [0.0] * n  # Gcycles processed within [0, horizon]
         self._total = [0.0] * n  # Gcycles processed in all, including after the horizon
@@ -115,8 +120,12 @@ class EventModel(DelayModel):
         self._bs = log.bs.tolist()
         self._size = log.size.tolist()
         self._density = log.density.tolist()
+        self._result = None if log.result is None else log.result.tolist()
+        self._down_free = [0.0] * (n * n if self._pair else n)  # when each download link is free
         self._arrival = log.arrival.tolist()
-        self._queues = [[] for _ in range(n)]  # ES heaps of (arrival, seq, work, task, deadline, bucket)
+        self._queues = [
+            [] for _ in range(n)
+        ]  # ES heaps of (arrival, seq, work, task, deadline, bucket, result Mbit)
         self._idle = [None] * n  # the event a sleeping server waits on
         self._cur_work = [0.0] * n  # job in service: work (0 when idle), start, deadline
         self._cur_start = [0.0] * n
@@ -192,8 +201,9 @@ class EventModel(DelayModel):
         freeze(backlog)
         return backlog
 
-    def _terms(self, now: float, b: int, size: float, density: float):
-        """Linear delay estimate (wait, duration) and the state behind it, as Python lists."""
+    def _terms(self, now: float, b: int, size: float, density: float, result: float = 0.0):
+        """Linear delay estimate (wait, duration) and the state behind it, as Python lists; ``result``:
+        Mbit to download (its link's queue is left out of the estimate)."""
         n, caps, rates = self.n, self._caps, self._rates
         if self._seen:  # observable faults: the current speeds (0 while down: infinite terms)
             caps, rates = self._speeds_at(now)
@@ -205,6 +215,8 @@ class EventModel(DelayModel):
         for i in range(n):
             es_wait = backlog[i] / caps[i] if caps[i] > 0.0 else math.inf
             compute = work / caps[i] if caps[i] > 0.0 else math.inf
+            if result and (i != b or self._local_download):
+                compute += result / rates[i] if rates[i] > 0.0 else math.inf
             if i == b:
                 tx.append(0.0)
                 wait.append(es_wait)
@@ -218,8 +230,13 @@ class EventModel(DelayModel):
                 duration.append(compute + (size / rates[i] if rates[i] > 0.0 else math.inf))
         return wait, duration, backlog, tx
 
+    def _result_of(self, k: int) -> float:
+        return 0.0 if self._result is None else self._result[k]
+
     def terms(self, now: float, k: int) -> Terms:
-        wait, duration, current, tx = self._terms(now, self._bs[k], self._size[k], self._density[k])
+        wait, duration, current, tx = self._terms(
+            now, self._bs[k], self._size[k], self._density[k], self._result_of(k)
+        )
         wait_a, duration_a = np.array(wait), np.array(duration)
         terms = Terms(wait_a, duration_a, duration_a, np.array(current), np.array(tx), extra=(wait, duration))
         freeze(*terms[:5])
@@ -245,14 +262,14 @@ class EventModel(DelayModel):
             for j, k in enumerate(range(rows.start, rows.stop)):
                 fractions = all_fractions[j]
                 if self.on_slot_end is not None:
-                    wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
+                    wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k], self._result_of(k))
                     self._estimate[k] = self._span_estimate(wait, duration, fractions)
                 self._commit(now, t, k, bs[k], sizes[k], densities[k], fractions)
             return
         rule = self.scenario.allocation
         shares = []
         for k, row in zip(range(rows.start, rows.stop), decision.subset.tolist()):
-            wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k])
+            wait, duration, _, _ = self._terms(now, bs[k], sizes[k], densities[k], self._result_of(k))
             if self.profile is None:
                 fractions = allocate_members(rule, wait, duration, [i for i, v in enumerate(row) if v > 0.0])
             else:  # terms may be infinite
@@ -273,17 +290,19 @@ class EventModel(DelayModel):
         link_free, rates = self._link_free, self._rates
         base = b * self.n if self._pair else 0
         work = size * density
+        result = self._result_of(k)
         n_sub = 0
         for i, x in enumerate(fractions):
             if x <= 0.0:
                 continue
             self._seq += 1
             w = x * work
+            down = x * result if i != b or self._local_download else 0.0
             pending[i] += w  # in transit or queued: part of ES i's backlog
             if i == b:
                 n_sub += 1
                 jobs[i] += 1
-                self._enqueue(i, (now, self._seq, w, k, deadline, bucket))
+                self._enqueue(i, (now, self._seq, w, k, deadline, bucket, down))
                 continue
             link = base + i
             begin = link_free[link]
@@ -303,15 +322,15 @@ class EventModel(DelayModel):
             link_free[link] = end
             n_sub += 1
             jobs[i] += 1
-            delivery = UrgentTimeout(env, end - now, (i, end, self._seq, w, k, deadline, bucket))
+            delivery = UrgentTimeout(env, end - now, (i, end, self._seq, w, k, deadline, bucket, down))
             delivery.callbacks.append(self._deliver)
         self._remaining[k] = n_sub
         if n_sub == 0:
             self._record(k)
 
     def _deliver(self, event) -> None:
-        i, end, seq, w, k, deadline, bucket = event._value
-        self._enqueue(i, (end, seq, w, k, deadline, bucket))
+        i, end, seq, w, k, deadline, bucket, down = event._value
+        self._enqueue(i, (end, seq, w, k, deadline, bucket, down))
 
     def _enqueue(self, i: int, job: tuple) -> None:
         heappush(self._queues[i], job)
@@ -332,7 +351,7 @@ class EventModel(DelayModel):
             if not queue:
                 self._idle[i] = idle = Event(env)
                 yield idle
-            _, _, w, k, deadline, bucket = heappop(queue)
+            _, _, w, k, deadline, bucket, down = heappop(queue)
             start = env.now
             if drop and deadline <= start:
                 jobs[i] -= 1
@@ -375,11 +394,42 @@ class EventModel(DelayModel):
             jobs[i] -= 1
             if not drop and jobs[i] == 0:
                 pending[i] = 0.0  # nothing left towards ES i: clear rounding residue
+            if down > 0.0:
+                self._download(i, k, end, down, deadline)
+                continue
             remaining[k] -= 1
             if end > last[k]:
                 last[k] = end
             if remaining[k] == 0:
                 self._record(k)
+
+    def _download(self, i: int, k: int, start: float, mbit: float, deadline: float) -> None:
+        """Send ``mbit`` of task ``k``'s result from ES ``i`` back to its BS, FIFO on the download link."""
+        b = self._bs[k]
+        link = i * self.n + b if self._pair else i
+        begin = self._down_free[link]
+        if begin < start:
+            begin = start
+        rate = self._rates[i]
+        end = (
+            begin + mbit / rate if self.profile is None else self.profile.finish("link", i, begin, mbit, rate)
+        )
+        if self._drop and end > deadline:
+            if begin < deadline:
+                self._down_free[link] = deadline
+            self._subtask_dropped(k)
+            return
+        self._down_free[link] = end
+        delivered = UrgentTimeout(self._env, end - start, (k, end))
+        delivered.callbacks.append(self._downloaded)
+
+    def _downloaded(self, event) -> None:
+        k, end = event._value
+        self._remaining[k] -= 1
+        if end > self._last[k]:
+            self._last[k] = end
+        if self._remaining[k] == 0:
+            self._record(k)
 
     def _subtask_dropped(self, k: int) -> None:
         self._dropped[k] = True

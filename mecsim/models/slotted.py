@@ -7,10 +7,12 @@ time already committed by each source BS during the slot. All in Gcycles or seco
 A task at BS ``b`` with size ``d`` (Mbit) and density ``rho`` (Gcycles/Mbit) sees, for each
 server i (spec §1.4):
 
-    wait W_i      = (Q_i + Q'_i)/f_i  (+ τ_b if i is remote, or for the local server
-                    when ``local_wait_includes_tau``), clipped to the deadline when
-                    ``wait_clip_to_deadline``
+    wait W_i      = (Q_i + Q'_i)/f_i  (+ τ_b if i is remote and ``remote_wait_includes_tau``,
+                    or for every server when ``local_wait_includes_tau``), clipped to the
+                    deadline when ``wait_clip_to_deadline``
     duration D_i  = d·ρ/f_i (+ d/r_i if remote)            -- the whole task alone on i
+                    (+ res/r_i, the result download, for a task with a result of res Mbit:
+                    remote servers, and the local one when ``local_download``; spec §6.1)
     split D_i     = D_i (+ d/r_b for the local server when ``local_upload_in_split``)
 
 A decision is a ``subset`` mask and ``fractions``. With one member the make-span is
@@ -76,7 +78,7 @@ class SlottedParams(NamedTuple):
             capacities=np.asarray(scenario.capacities, dtype=float),
             rates=np.asarray(scenario.rates, dtype=float),
             slot_length=scenario.slot_length,
-            deadline=scenario.deadline,
+            deadline=scenario.deadline_s,
             fail_penalty=scenario.variant.fail_penalty,
             outages=scenario.faults.active,
         )
@@ -107,28 +109,37 @@ def initial_state(n_servers: int, xp=np) -> SlotState:
     return SlotState(zeros, zeros, zeros)
 
 
-def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np):
+def delay_terms(state: SlotState, b, size, density, p: SlottedParams, xp=np, result=None):
     """(wait, duration, split_duration) of the task on every server, each of shape (B,).
 
-    Broadcasts over a leading task axis: ``b``, ``size``, ``density`` of shape (n,) and
-    state fields of shape (n, B) give terms of shape (n, B). Masking is by exact 0/1
-    products, so the scalar and batched forms give identical bits.
+    Broadcasts over a leading task axis: ``b``, ``size``, ``density`` (and ``result``) of shape
+    (n,) and state fields of shape (n, B) give terms of shape (n, B). Masking is by exact 0/1
+    products, so the scalar and batched forms give identical bits. ``result``: the result size
+    (Mbit) downloaded from the servers, or None for a scenario without downloads.
     """
     remote = p.remote_masks[b]
     divide, mask = _guarded_arithmetic(xp) if p.outages else (xp.divide, xp.multiply)
     if getattr(b, "ndim", 0):  # a batch of tasks
         tau_b = xp.take_along_axis(state.tau, xp.asarray(b)[:, None], axis=-1)
         size, work = size[:, None], (size * density)[:, None]
+        result = None if result is None else result[:, None]
     else:
         tau_b, work = state.tau[b], size * density
+    variant = p.variant
     wait = divide(state.backlog + state.assigned, p.capacities)
-    wait = wait + (tau_b if p.variant.local_wait_includes_tau else mask(tau_b, remote))
-    if p.variant.wait_clip_to_deadline:
+    if variant.local_wait_includes_tau:
+        wait = wait + tau_b
+    elif variant.remote_wait_includes_tau:
+        wait = wait + mask(tau_b, remote)
+    if variant.wait_clip_to_deadline:
         wait = xp.minimum(wait, p.deadline)
     compute = divide(work, p.capacities)
     upload = divide(size, p.rates)
+    if result is not None:
+        download = divide(result, p.rates)
+        compute = compute + (download if variant.local_download else mask(download, remote))
     duration = compute + mask(upload, remote)
-    split_duration = compute + upload if p.variant.local_upload_in_split else duration
+    split_duration = compute + upload if variant.local_upload_in_split else duration
     return wait, duration, split_duration
 
 
@@ -144,9 +155,9 @@ def makespan(wait, duration, split_duration, subset, fractions, p: SlottedParams
     return finish_times(wait, duration, fractions, subset, p.variant.makespan_counts_idle, xp, p.outages)
 
 
-def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np):
+def apply_task(state: SlotState, b, size, density, subset, fractions, p: SlottedParams, xp=np, result=None):
     """Execute one decision: returns (new state, raw make-span, failed, reward)."""
-    wait, duration, split_duration = delay_terms(state, b, size, density, p, xp)
+    wait, duration, split_duration = delay_terms(state, b, size, density, p, xp, result)
     span = makespan(wait, duration, split_duration, subset, fractions, p, xp)
     return commit_task(state, b, size, density, subset, fractions, span, p, xp)
 
@@ -171,7 +182,7 @@ def commit_task(state: SlotState, b, size, density, subset, fractions, span, p: 
     return SlotState(state.backlog, state.assigned + work, tau), span, failed, reward
 
 
-def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: SlottedParams):
+def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: SlottedParams, result=None):
     """All decisions of one slot at once (NumPy), bit-identical to `apply_task` in a loop.
 
     Valid when every decision carries explicit fractions, failed work is enqueued and no
@@ -188,7 +199,7 @@ def apply_slot(state: SlotState, b, size, density, subsets, fractions, p: Slotte
     if p.variant.tau_clamp != "none" and np.any(tau > p.slot_length):
         return None
     before = SlotState(state.backlog, assigned[:-1], tau[:-1])
-    wait, duration, split_duration = delay_terms(before, b, size, density, p)
+    wait, duration, split_duration = delay_terms(before, b, size, density, p, result=result)
     span = makespan(wait, duration, split_duration, subsets, fractions, p)
     failed = span > p.deadline
     reward = np.where(failed, -p.fail_penalty * p.deadline, -span)

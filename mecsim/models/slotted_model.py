@@ -61,7 +61,7 @@ class SlottedModel(DelayModel):
         log, state = self.log, self.state
         b = int(log.bs[k])
         wait, duration, split_duration = slotted.delay_terms(
-            state, b, float(log.size[k]), float(log.density[k]), self.seen_params
+            state, b, float(log.size[k]), float(log.density[k]), self.seen_params, result=log.result_of(k)
         )
         terms = Terms(
             wait, duration, split_duration, state.backlog + state.assigned, self._remote[b] * state.tau[b]
@@ -75,7 +75,11 @@ class SlottedModel(DelayModel):
         """Run task ``k`` on the true parameters; ``terms`` starts with the (wait, duration, split) decided on."""
         log, p = self.log, self.true_params
         b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
-        true = terms[:3] if p is self.seen_params else slotted.delay_terms(self.state, b, size, density, p)
+        true = (
+            terms[:3]
+            if p is self.seen_params
+            else slotted.delay_terms(self.state, b, size, density, p, result=log.result_of(k))
+        )
         span = slotted.makespan(*true, subset, fractions, p)
         self.state, span, failed, reward = slotted.commit_task(
             self.state, b, size, density, subset, fractions, span, p
@@ -93,6 +97,7 @@ class SlottedModel(DelayModel):
                 decision.subset,
                 decision.fractions,
                 self.true_params,
+                None if log.result is None else log.result[rows],
             )
             if result is not None:
                 self.state, span, failed, reward = result
@@ -103,7 +108,9 @@ class SlottedModel(DelayModel):
         rule, outages = self.scenario.allocation, self.params.outages
         for j, k in enumerate(range(rows.start, rows.stop)):
             b, size, density = int(log.bs[k]), float(log.size[k]), float(log.density[k])
-            seen = slotted.delay_terms(self.state, b, size, density, self.seen_params)
+            seen = slotted.delay_terms(
+                self.state, b, size, density, self.seen_params, result=log.result_of(k)
+            )
             subset = decision.subset[j]
             if decision.fractions is None:
                 fractions = allocate_subset(rule, seen[0], seen[2], subset, outages)

@@ -40,6 +40,7 @@ class Tasks(NamedTuple):
     task: np.ndarray
     size: np.ndarray
     density: np.ndarray
+    result: np.ndarray | None = None  # Mbit downloaded from the servers (None: no downloads)
 
 
 _SIZES: dict[tuple, list[int]] = {}  # compiled scan lengths per (layout, shape): reused while they fit
@@ -65,6 +66,12 @@ def pick_length(key: tuple, needed: int, quantum: int, spread: float = 3.0, expe
 def expected_length(scenario: Scenario, layout: str, sds: float = 5.0) -> float:
     """Mean + ``sds`` standard deviations of the entries per episode (flat) or tasks per slot (nested)."""
     bn, p, t = scenario.n_bs * scenario.tasks_per_slot, scenario.arrival_prob, scenario.decision_slots
+    if scenario.arrivals == "uniform_count":  # a sum of B uniform counts on 1..N per slot
+        b, n = scenario.n_bs, scenario.tasks_per_slot
+        mean, var = b * (n + 1) / 2, b * (n * n - 1) / 12
+        if layout == "nested":
+            return min(bn, mean + sds * var**0.5)
+        return min(t * bn, t * mean + sds * (t * var) ** 0.5)
     if layout == "nested":
         return min(bn, bn * p + sds * (bn * p * (1 - p)) ** 0.5)
     empty = (1 - p) ** bn  # a slot without tasks still takes one entry
@@ -81,19 +88,30 @@ def pad_trace(trace: Trace, tasks_per_slot: int) -> Trace:
         return trace
     pad = [(0, 0)] * (sizes.ndim - 1) + [(0, extra)]
     densities = np.broadcast_to(trace.densities, sizes.shape)
-    return Trace(np.pad(sizes, pad), np.pad(densities, pad, constant_values=1.0))
+    results = None if trace.results is None else np.pad(np.broadcast_to(trace.results, sizes.shape), pad)
+    return Trace(np.pad(sizes, pad), np.pad(densities, pad, constant_values=1.0), results)
 
 
 def _stack_traces(traces: Sequence[Trace], decision_slots: int):
+    """(sizes, densities, results or None), each (R, T, B·N), and N."""
     sizes = np.stack([np.asarray(tr.sizes)[:decision_slots] for tr in traces])  # (R, T, B, N)
-    densities = np.stack([np.broadcast_to(tr.densities, tr.sizes.shape)[:decision_slots] for tr in traces])
     r, t, b, n = sizes.shape
-    return sizes.reshape(r, t, b * n), densities.reshape(r, t, b * n), n
+
+    def stacked(field: str):
+        return np.stack(
+            [np.broadcast_to(getattr(tr, field), tr.sizes.shape)[:decision_slots] for tr in traces]
+        ).reshape(r, t, b * n)
+
+    with_results = [tr.results is not None for tr in traces]
+    if any(with_results) and not all(with_results):
+        raise ValueError("replicas of one kernel call must all have result downloads, or none")
+    results = stacked("results") if all(with_results) else None
+    return sizes.reshape(r, t, b * n), stacked("densities"), results, n
 
 
 def compact_nested(traces: Sequence[Trace], decision_slots: int, width: int | None = None) -> Tasks:
     """(R, T, width) entries: each slot's present tasks first (C order kept), then padding."""
-    flat, dens, n = _stack_traces(traces, decision_slots)
+    flat, dens, results, n = _stack_traces(traces, decision_slots)
     r, t, bn = flat.shape
     present = flat > 0
     counts = present.sum(axis=-1)
@@ -114,13 +132,14 @@ def compact_nested(traces: Sequence[Trace], decision_slots: int, width: int | No
         task=(order % n).astype(np.int32),
         size=np.where(valid, np.take_along_axis(flat, order, axis=-1), PAD_SIZE),
         density=np.where(valid, np.take_along_axis(dens, order, axis=-1), 1.0),
+        result=None if results is None else np.where(valid, np.take_along_axis(results, order, axis=-1), 0.0),
     )
 
 
 def compact_flat(traces: Sequence[Trace], decision_slots: int, length: int | None = None) -> Tasks:
     """(R, length) entries: every task in decision order; a slot without tasks gives one padding entry
     that only ends the slot; padding (no task, no slot end) fills up to ``length``."""
-    flat, dens, n = _stack_traces(traces, decision_slots)
+    flat, dens, results, n = _stack_traces(traces, decision_slots)
     r, t, bn = flat.shape
     counts = (flat > 0).sum(axis=-1)
     entries = np.maximum(counts, 1)  # (R, T)
@@ -137,6 +156,7 @@ def compact_flat(traces: Sequence[Trace], decision_slots: int, length: int | Non
         "task": np.zeros((r, length), np.int32),
         "size": np.full((r, length), PAD_SIZE),
         "density": np.ones((r, length)),
+        "result": None if results is None else np.zeros((r, length)),
     }
     for i in range(r):
         slot, col = np.nonzero(flat[i] > 0)  # C order = decision order
@@ -153,6 +173,8 @@ def compact_flat(traces: Sequence[Trace], decision_slots: int, length: int | Non
         out["task"][i, at] = col % n
         out["size"][i, at] = flat[i][slot, col]
         out["density"][i, at] = dens[i][slot, col]
+        if results is not None:
+            out["result"][i, at] = results[i][slot, col]
         ends = np.cumsum(entries[i]) - 1  # last entry of each slot
         out["end"][i, ends] = True
         empties = np.flatnonzero(counts[i] == 0)

@@ -57,15 +57,28 @@ def task_step(
     while the make-span and the state follow the true speeds.
     """
     p, seen = ctx.at_slot(x.slot)
-    wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, seen.p, jnp)
+    wait, duration, split_duration = slotted.delay_terms(
+        state, x.bs, x.size, x.density, seen.p, jnp, x.result
+    )
     task = KernelTask(
-        x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density, wait, duration, split_duration, prepared
+        x.valid,
+        x.slot,
+        x.pos,
+        x.bs,
+        x.task,
+        x.size,
+        x.density,
+        wait,
+        duration,
+        split_duration,
+        prepared,
+        x.result,
     )
     decision = decide(params, task_key(key, x.slot, x.pos), state, task, seen)
     subset, fractions = (jnp.asarray(a, wait.dtype) for a in decision[:2])
     aux = decision[2] if len(decision) > 2 else None
     if seen.p is not p:  # hidden faults: the outcome follows the true speeds
-        wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, p, jnp)
+        wait, duration, split_duration = slotted.delay_terms(state, x.bs, x.size, x.density, p, jnp, x.result)
     span = slotted.makespan(wait, duration, split_duration, subset, fractions, p, jnp)
     new, span, failed, reward = slotted.commit_task(
         state, x.bs, x.size, x.density, subset, fractions, span, p, jnp
@@ -101,7 +114,7 @@ def slot_step(spec: Spec, policy: JaxPolicy, env: Env, params, key, carry, tasks
     state, served = carry
     prepared = None
     if policy.prepare is not None:
-        view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density)
+        view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density, tasks.result)
         prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), state, view, ctx.at_slot(t)[1])
 
     def body(state, xs):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from ...allocation import allocate, allocate_usable, subset_masks
 from ...config import EnvVariant, Scenario
 from ...models import slotted
+from ...scheduling import MAX_SUBSET_BS
 
 
 # -- what a policy sees ----------------------------------------------------------------------------
@@ -49,6 +50,7 @@ class KernelTask(NamedTuple):
     duration: Any
     split_duration: Any
     prepared: Any = None  # this task's row of the policy's `prepare` output (nested layout)
+    result: Any = None  # Mbit downloaded from the servers (None: no downloads)
 
 
 class SlotView(NamedTuple):
@@ -59,6 +61,7 @@ class SlotView(NamedTuple):
     task: Any
     size: Any
     density: Any
+    result: Any = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class KernelContext:
 
     p: slotted.SlottedParams
     rule: str
-    masks: Any  # (2^B - 1, B) every non-empty subset, enumeration order of `subset_masks`
+    masks: Any  # (2^B - 1, B) every non-empty subset (`subset_masks` order); None for B > MAX_SUBSET_BS
     n_bs: int
     tasks_per_slot: int = 0  # N: task slots per BS and slot (``SlotView.task`` < N)
     speed: Any = None  # faults: (T, 2, B) per-slot factors of the capacities and rates (`Env.speed`)
@@ -83,6 +86,11 @@ class KernelContext:
 
     def evaluate(self, task: KernelTask, masks=None, rule: str | None = None):
         """Fractions (K, B) and make-spans (K,) of candidate subsets (default: all), like `Observation.evaluate`."""
+        if masks is None and self.masks is None:
+            raise ValueError(
+                f"evaluating every subset of B = {self.n_bs} servers ({2**self.n_bs - 1} subsets) is refused; "
+                f"B <= {MAX_SUBSET_BS} allowed, or give the candidate masks"
+            )
         masks = self.masks if masks is None else masks
         return slotted.evaluate_subsets(
             task.wait, task.duration, task.split_duration, masks, rule or self.rule, self.p, jnp
@@ -136,6 +144,7 @@ class Spec:
     length: int = 0
     faults: bool = False  # the replicas have faults: per-slot speeds, guarded equations
     observable: bool = True  # faults: policies see the current speeds
+    downloads: bool = False  # tasks carry a result downloaded from the servers
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, length: int = 0) -> Spec:
@@ -148,6 +157,7 @@ class Spec:
             int(length),
             scenario.faults.active,
             scenario.faults.observable,
+            scenario.result_range is not None,
         )
 
     def with_length(self, length: int) -> Spec:
@@ -184,7 +194,7 @@ def slotted_params(spec: Spec, env: Env) -> slotted.SlottedParams:
 
 
 def context(spec: Spec, env: Env) -> KernelContext:
-    masks = jnp.asarray(subset_masks(spec.n_bs))
+    masks = jnp.asarray(subset_masks(spec.n_bs)) if spec.n_bs <= MAX_SUBSET_BS else None
     return KernelContext(
         slotted_params(spec, env),
         spec.allocation,
