@@ -137,6 +137,22 @@ class SlotObservation:
     def __len__(self) -> int:
         return self.bs.shape[0]
 
+    @classmethod
+    def of_task(cls, obs: Observation) -> SlotObservation:
+        """A one-task slot holding ``obs``'s task (a slot-wise scheduler asked task by task)."""
+        return cls(
+            obs.time,
+            obs.slot,
+            np.array([obs.bs]),
+            np.array([obs.task]),
+            np.array([obs.size]),
+            np.array([obs.density]),
+            obs.backlog,
+            obs.scenario,
+            obs.episode,
+            None if obs.scenario.result_range is None else np.array([obs.result]),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -197,6 +213,7 @@ class SlotFeedback:
     next_backlog: np.ndarray  # (B,) backlog at the start of the next slot
     next_sizes: np.ndarray  # (B, N) task sizes of the next slot (0 = no task)
     result: np.ndarray | None = None  # (n,) Mbit downloaded from the servers; None without downloads
+    next_densities: np.ndarray | None = None  # (B, N) densities (Gcycles/Mbit) of the next slot
 
 
 OPTIONAL_HOOKS = (

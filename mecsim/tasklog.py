@@ -80,7 +80,7 @@ class TaskLog:
         return None if self.result is None else float(self.result[k])
 
     def slot_feedback(
-        self, t: int, backlog, next_backlog, next_sizes, latency=None, failed=None, reward=None
+        self, t: int, backlog, next_backlog, trace: Trace, latency=None, failed=None, reward=None
     ):
         """Slot ``t``'s decisions and outcomes for learners; outcomes default to the recorded ones."""
         rows = self.slot_rows(t)
@@ -94,7 +94,8 @@ class TaskLog:
             failed=read_only(self.failed[rows] if failed is None else failed),
             reward=read_only(self.reward[rows] if reward is None else reward),
             next_backlog=next_backlog,
-            next_sizes=read_only(np.asarray(next_sizes)),
+            next_sizes=read_only(np.asarray(trace.sizes[t + 1])),
+            next_densities=read_only(np.asarray(np.broadcast_to(trace.densities, trace.sizes.shape)[t + 1])),
         )
 
     def frame(self, **constants) -> pd.DataFrame:

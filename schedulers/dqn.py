@@ -15,25 +15,21 @@ per-task ``decide`` and trains on the SimPy path only.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from mecsim.backends.kernel.scan import PREPARE_KEY, policy_key, task_key
 from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask, SlotView
 from mecsim.jaxconfig import jit, x64
 from mecsim.learning.dqn import DQN, DQNConfig, DQNState, SlotTasks
 from mecsim.learning.heads import ActionHead
-from mecsim.results import write_bytes, write_text
 from mecsim.scheduling import Decision, Observation, Scheduler, SchedulerError, SlotFeedback, SlotObservation
 
-CHECKPOINT_FORMAT = 1
+from .checkpoints import Checkpointed
 
 
 def _act_in_slot(
@@ -127,7 +123,7 @@ class DQNKernelLearner:
 
 
 # -- the plugin ------------------------------------------------------------------------------------
-class DQNScheduler(Scheduler):
+class DQNScheduler(Checkpointed, Scheduler):
     """A per-BS DQN scheduler. Subclasses define ``config_class`` and ``make_head``."""
 
     name = "dqn"
@@ -226,17 +222,7 @@ class DQNScheduler(Scheduler):
 
     def _decide_one_of_slot(self, obs: Observation) -> Decision:
         """The reference observation asked task by task: a one-task slot."""
-        slot = SlotObservation(
-            obs.time,
-            obs.slot,
-            np.array([obs.bs]),
-            np.array([obs.task]),
-            np.array([obs.size]),
-            np.array([obs.density]),
-            obs.backlog,
-            obs.scenario,
-            obs.episode,
-        )
+        slot = SlotObservation.of_task(obs)
         return Decision(self._decide_slot(slot).subset[0], None)
 
     # -- learning ------------------------------------------------------------------------------------
@@ -346,62 +332,15 @@ class DQNScheduler(Scheduler):
         """The learner for the kernel's training loop (None with the rich observation: SimPy path only)."""
         return None if self.dqn.rich else DQNKernelLearner(self.dqn)
 
-    # -- checkpoints ---------------------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        """Write ``config.json`` (hyper-parameters, counters) and ``agents.msgpack`` (every agent's nets)."""
-        out = Path(path)
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "scheduler": type(self).__module__ + ":" + type(self).__qualname__,
-            "n_bs": self.n_bs,
-            "n_actions": self.head.n_actions,
-            "config": self.config.to_json(),
-            "learn_step": self.learn_step,
-            "slot_step": self.slot_step,
-        }
-        write_bytes(out / "agents.msgpack", serialization.to_bytes(self._nets()))
-        write_text(out / "config.json", json.dumps(meta, indent=2))
+    # -- checkpoints (`schedulers.checkpoints`) -------------------------------------------------------
+    @property
+    def n_actions(self) -> int:
+        return self.head.n_actions
 
     def _nets(self) -> dict[str, Any]:
         return {"params": self.state.params, "target": self.state.target, "opt_state": self.state.opt_state}
 
-    def load(self, path: str) -> None:
-        """Restore a checkpoint written by ``save``; the network shape comes from the checkpoint.
-
-        Refused, with the reason: a checkpoint that cannot be read, of another scheduler, for another
-        number of BSs or actions, or whose networks do not fit its own configuration.
-        """
-        src = Path(path)
-        where = f"scheduler {self.name!r}: checkpoint {str(src)!r}"
-        try:
-            meta = json.loads((src / "config.json").read_text())
-            data = (src / "agents.msgpack").read_bytes()
-        except (OSError, ValueError) as err:
-            raise SchedulerError(f"{where} cannot be read: {err}") from None
-        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT or "config" not in meta:
-            raise SchedulerError(f"{where}: config.json is not a checkpoint of format {CHECKPOINT_FORMAT}")
-        mine = type(self).__module__ + ":" + type(self).__qualname__
-        if meta.get("scheduler") != mine:
-            raise SchedulerError(f"{where} was saved by {meta.get('scheduler')!r}, not by {mine!r}")
-        if meta.get("n_bs") != self.n_bs:
-            raise SchedulerError(f"{where} has {meta.get('n_bs')} agents, scenario has {self.n_bs} BSs")
-        self._setup(self.config_class.from_options(self.name, meta["config"]))
-        if self.head.n_actions != meta.get("n_actions"):
-            raise SchedulerError(
-                f"{where} has {meta.get('n_actions')} actions, expected {self.head.n_actions}"
-            )
-        try:
-            restored = serialization.from_bytes(self._nets(), data)
-            leaves = zip(jax.tree.leaves(self._nets()), jax.tree.leaves(restored))
-            if any(np.shape(a) != np.shape(b) for a, b in leaves):
-                raise ValueError("the network shapes differ from its config.json")
-        except Exception as err:  # noqa: BLE001 - whatever a damaged file makes msgpack or flax raise
-            raise SchedulerError(f"{where} does not fit: {type(err).__name__}: {err}") from None
-        as_jnp = lambda tree: jax.tree.map(jnp.asarray, tree)  # noqa: E731
+    def _restore(self, nets: dict[str, Any]) -> None:
         self.state = self.state._replace(
-            params=as_jnp(restored["params"]),
-            target=as_jnp(restored["target"]),
-            opt_state=as_jnp(restored["opt_state"]),
+            params=nets["params"], target=nets["target"], opt_state=nets["opt_state"]
         )
-        self.learn_step = int(meta.get("learn_step", 0))
-        self.slot_step = int(meta.get("slot_step", 0))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cache
 
@@ -28,6 +29,30 @@ class MLP(nn.Module):
         for width in self.hidden:
             x = nn.relu(nn.Dense(width, kernel_init=kernel, bias_init=bias)(x))
         return nn.Dense(self.n_out, kernel_init=kernel, bias_init=bias)(x)
+
+
+def _torch_bias(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class TorchMLP(nn.Module):
+    """ReLU hidden layers, linear output, PyTorch's default ``nn.Linear`` initialisation: weights and
+    biases U(−1/√fan_in, 1/√fan_in) (DEdgeAI's networks)."""
+
+    hidden: Sequence[int]
+    n_out: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # bound 1/√fan_in
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width, kernel_init=kernel, bias_init=_torch_bias(x.shape[-1]))(x))
+        return nn.Dense(self.n_out, kernel_init=kernel, bias_init=_torch_bias(x.shape[-1]))(x)
 
 
 _BLOCK = 4096

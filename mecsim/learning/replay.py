@@ -72,3 +72,32 @@ def sample(replay: Replay, key, batch: int):
         replay.next_states[rows, idx],
     )
     return batch_rows, filled > 0
+
+
+def add_rows(buffers: dict, count, agents, valid, rows: dict):
+    """`add` for any named fields: ``buffers`` (B, M, ...) per field, ``count`` (B,), ``rows`` (n, ...) per
+    field; returns (buffers, count). Same grouping rule as `add`."""
+    size = next(iter(buffers.values())).shape[1]
+    n_agents = count.shape[0]
+    per_agent = (jax.nn.one_hot(agents, n_agents, dtype=jnp.int32) * valid[:, None]).sum(axis=0)
+    starts = jnp.cumsum(per_agent) - per_agent
+    rank = jnp.arange(agents.shape[0]) - starts[agents]
+    idx = jnp.where(valid, (count[agents] + rank) % size, size)  # out of range: dropped
+    out = {
+        name: buf.at[agents, idx].set(rows[name].astype(buf.dtype), mode="drop")
+        for name, buf in buffers.items()
+    }
+    return out, count + per_agent
+
+
+def sample_without_replacement(buffers: dict, count, key, batch: int) -> dict:
+    """A minibatch per agent, ``batch`` distinct rows drawn uniformly from its filled rows (fewer filled
+    rows than ``batch``: some repeat; such an agent must not be updated)."""
+    size = next(iter(buffers.values())).shape[1]
+    filled = jnp.minimum(count, size)  # (B,)
+    scores = jax.random.uniform(key, (count.shape[0], size))
+    scores = jnp.where(jnp.arange(size) < filled[:, None], scores, -1.0)  # unfilled rows come last
+    _, idx = jax.lax.top_k(scores, batch)
+    idx = jnp.minimum(idx, jnp.maximum(filled, 1)[:, None] - 1)
+    rows = jnp.arange(count.shape[0])[:, None]
+    return {name: buf[rows, idx] for name, buf in buffers.items()}

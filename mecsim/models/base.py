@@ -131,7 +131,7 @@ class DelayModel:
 
     def feedback(self, t: int, backlog: np.ndarray, next_backlog: np.ndarray, trace: Trace) -> SlotFeedback:
         """Slot ``t``'s decisions and recorded outcomes."""
-        return self.log.slot_feedback(t, backlog, next_backlog, trace.sizes[t + 1])
+        return self.log.slot_feedback(t, backlog, next_backlog, trace)
 
     @property
     def served(self) -> np.ndarray:

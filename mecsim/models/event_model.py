@@ -476,5 +476,5 @@ class EventModel(DelayModel):
             failed = np.where(running, late, failed)
             reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
         return log.slot_feedback(
-            t, backlog, next_backlog, trace.sizes[t + 1], latency=latency, failed=failed, reward=reward
+            t, backlog, next_backlog, trace, latency=latency, failed=failed, reward=reward
         )

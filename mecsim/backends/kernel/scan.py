@@ -114,7 +114,7 @@ def slot_step(spec: Spec, policy: JaxPolicy, env: Env, params, key, carry, tasks
     state, served = carry
     prepared = None
     if policy.prepare is not None:
-        view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density, tasks.result)
+        view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density, tasks.result, t)
         prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), state, view, ctx.at_slot(t)[1])
 
     def body(state, xs):

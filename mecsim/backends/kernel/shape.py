@@ -62,6 +62,7 @@ class SlotView(NamedTuple):
     size: Any
     density: Any
     result: Any = None
+    slot: Any = None  # the slot index t
 
 
 @dataclass(frozen=True)

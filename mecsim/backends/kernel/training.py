@@ -64,6 +64,9 @@ class KernelLearner(Protocol):
     def update(self, state, learn_step):
         """``state`` after one update step."""
 
+    # optional: ``grid(traces) -> (R, slots, B, N, ...)``, what ``observe`` gets per slot as ``grid``
+    # (default: the task sizes, (R, slots, B, N))
+
 
 def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, state, counters):
     """One training episode of every replica: scan over slots; per slot the vmapped simulation, the
@@ -86,7 +89,7 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
 
         new_sim, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0))(env, params, keys, sim, slot_tasks)
         grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
-        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[..., 0]  # (R, B)
+        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[:, :, 0]  # (R, B, ...)
         state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
             state,
             out,
@@ -131,6 +134,11 @@ def _outcomes(scenario: Scenario, episode: int, latency, failed, reward) -> Task
     log.latency, log.failed, log.reward = latency, failed, reward
     log.decided = np.ones(latency.shape[0], bool)
     return log
+
+
+def size_grid(traces) -> np.ndarray:
+    """The task sizes of every replica, (R, slots, B, N) (0 = no task)."""
+    return np.stack([np.asarray(tr.sizes) for tr in traces])
 
 
 def _stack(trees):
@@ -215,8 +223,9 @@ class KernelTrainer:
                 expected = max(expected_length(s, "nested") for s in self.scenarios)
                 spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
                 fn = compiled_train_episode(spec, self.learner)
+                task_grid = getattr(self.learner, "grid", size_grid)
                 tasks = compact_nested(trs, sc.decision_slots, spec.length)
-                grid = np.stack([np.asarray(tr.sizes) for tr in trs])  # (R, slots, B, N)
+                grid = task_grid(trs)  # (R, slots, B, N, ...)
                 keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
                 if base.faults:
                     env = stack_env([Replica(s, e) for s in self.scenarios])
