@@ -5,6 +5,7 @@ and its JAX form for the compiled kernel.
   diffusion policy started from the latent action memory;
 * `d2sac-ts` — the same with a Gaussian start (D2SAC);
 * `sac-ts` — the same learner with an MLP actor;
+* `dqn-ts` — DEdgeAI's DQN baseline on the same state and transitions (`mecsim.learning.dqn_ts`);
 * `ddrl-amsa` — DDRL-AMSA: the diffusion policy picks a subset of ESs (any of the 2^B − 1)
   and the scenario's allocation rule splits the task, as AMCoEdge does with its DQN.
 
@@ -27,6 +28,8 @@ import numpy as np
 from mecsim.backends.kernel.scan import PREPARE_KEY, policy_key, task_key
 from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask, SlotView
 from mecsim.jaxconfig import jit, x64
+from mecsim.learning.config import LearnerConfig
+from mecsim.learning.dqn_ts import DQNTS, DQNTSConfig
 from mecsim.learning.heads import AllSubsets
 from mecsim.learning.sac import SAC, SACConfig, SACState, SlotEntries
 from mecsim.scheduling import (
@@ -47,8 +50,8 @@ def _entries(valid, bs, task, size, density) -> SlotEntries:
     return SlotEntries(valid, bs, task, jnp.stack([size, size * density], axis=-1))
 
 
-def _act_in_slot(sac: SAC, actor, latent, episode_key, t, backlog, entries: SlotEntries, explore: bool):
-    return sac.act_slot(actor, latent, task_key(episode_key, t, PREPARE_KEY), backlog, entries, t, explore)
+def _act_in_slot(sac: SAC, params, episode_key, t, backlog, entries: SlotEntries, explore: bool):
+    return sac.act_slot(params, task_key(episode_key, t, PREPARE_KEY), backlog, entries, t, explore)
 
 
 def _update_one_replica(sac: SAC, state: SACState, learn_step) -> SACState:
@@ -57,7 +60,7 @@ def _update_one_replica(sac: SAC, state: SACState, learn_step) -> SACState:
     return jax.tree.map(lambda a: a[0], jax.vmap(lambda s: sac.update(s, learn_step))(batched))
 
 
-_act = jit(_act_in_slot, static_argnums=(0, 7))
+_act = jit(_act_in_slot, static_argnums=(0, 6))
 _store = jit(SAC.store_slot, static_argnums=(0,))
 _update = jit(_update_one_replica, static_argnums=(0,))
 
@@ -73,9 +76,7 @@ class SACPolicy:
 
     def prepare(self, params, key, state, slot: SlotView, ctx: KernelContext):
         entries = _entries(slot.valid, slot.bs, slot.task, slot.size, slot.density)
-        actions, probs = self.sac.act_slot(
-            params["actor"], params["latent"], key, state.backlog, entries, slot.slot, self.explore
-        )
+        actions, probs = self.sac.act_slot(params, key, state.backlog, entries, slot.slot, self.explore)
         return {"action": actions, "probs": probs}
 
     def decide(self, params, key, state, task: KernelTask, ctx: KernelContext):
@@ -98,7 +99,8 @@ class SACKernelLearner:
         return SACPolicy(self.sac, self.subsets, explore=True)
 
     def policy_params(self, state: SACState, learn_step):
-        return {"actor": state.nets.actor, "latent": state.latent}, {"actor": 0, "latent": 0}
+        params = self.sac.policy_params(state)
+        return params, jax.tree.map(lambda _: 0, params)
 
     def grid(self, traces) -> np.ndarray:
         """[size, work] of every task slot, (R, slots, B, N, 2)."""
@@ -139,7 +141,8 @@ class SACScheduler(Checkpointed, Scheduler):
     """Per-BS discrete SAC agents. Subclasses set ``config_class`` (defaults) and ``subsets``."""
 
     name = "sac"
-    config_class: ClassVar[type[SACConfig]] = SACConfig
+    config_class: ClassVar[type[LearnerConfig]] = SACConfig
+    learner_class: ClassVar[type[SAC]] = SAC
     subsets: ClassVar[bool] = False
     observation: ClassVar[str] = "dedgeai"
 
@@ -159,7 +162,9 @@ class SACScheduler(Checkpointed, Scheduler):
     def _setup(self, config: SACConfig) -> None:
         self.config = config
         sc = self.scenario
-        self.sac = SAC(config, self.n_bs, self.n_actions, self.n_tasks, sc.slots, self.observation)
+        self.sac = self.learner_class(
+            config, self.n_bs, self.n_actions, self.n_tasks, sc.slots, self.observation
+        )
         self.state: SACState = self.sac.init(self.learner_seed)
         self.slot_step = 0
         self.learn_step = 0
@@ -190,8 +195,7 @@ class SACScheduler(Checkpointed, Scheduler):
         with x64():
             actions, probs = _act(
                 self.sac,
-                self.state.nets.actor,
-                self.state.latent,
+                self.sac.policy_params(self.state),
                 self._episode_key(obs.episode),
                 np.int64(obs.slot),
                 np.asarray(obs.backlog, float),
@@ -275,11 +279,7 @@ class SACScheduler(Checkpointed, Scheduler):
         if self.training:
             return None
         policy = SACPolicy(self.sac, self.subsets, explore=False)
-        return JaxPolicy(
-            policy.decide,
-            {"actor": self.state.nets.actor, "latent": self.state.latent},
-            prepare=policy.prepare,
-        )
+        return JaxPolicy(policy.decide, self.sac.policy_params(self.state), prepare=policy.prepare)
 
     def kernel_learner(self) -> SACKernelLearner:
         return SACKernelLearner(self.sac, self.subsets)
@@ -333,3 +333,11 @@ class DDRLAMSAScheduler(SACScheduler):
     config_class = LADConfig
     subsets = True
     observation = "amcoedge"
+
+
+class DQNTSScheduler(SACScheduler):
+    """DQN-TS (spec §6.3): ε = 0.01 random actions, a hard target copy every 200 updates."""
+
+    name = "dqn-ts"
+    config_class = DQNTSConfig
+    learner_class = DQNTS

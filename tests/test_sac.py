@@ -57,7 +57,7 @@ SMALL = dict(
 )  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["ddrl-ats", "sac-ts"])
+@pytest.mark.parametrize("name", ["ddrl-ats", "sac-ts", "dqn-ts"])
 def test_both_engines_take_the_same_steps(name):
     sc = Scenario(**SMALL)
     options = {"learn_start": 10, "batch_size": 8}
@@ -131,3 +131,33 @@ def test_checkpoints_round_trip_and_refuse_another_action_space(tmp_path):
     other = sc.replace(n_bs=3, capacities=(10.0, 20.0, 15.0), rates=(400.0, 450.0, 420.0))
     with pytest.raises(SchedulerError, match="4 agents, scenario has 3 BSs"):
         run(other, "ddrl-ats", 1, checkpoint=str(res.checkpoint), progress=False)
+
+
+def test_dqn_ts_copies_the_target_at_the_first_update_and_every_200():
+    from mecsim.learning.dqn_ts import DQNTS, DQNTSConfig
+
+    learner = DQNTS(DQNTSConfig(learn_start=0, batch_size=4, memory_size=8), 1, 3, 2, 4, "dedgeai")
+    state = learner.init(0)
+    rng = np.random.default_rng(0)
+    rows = {
+        "s": rng.normal(size=(1, 8, 3)).astype(np.float32),
+        "a": rng.integers(0, 3, (1, 8)).astype(np.int32),
+        "r": rng.normal(size=(1, 8)).astype(np.float32),
+        "s2": rng.normal(size=(1, 8, 3)).astype(np.float32),
+    }
+    state = state._replace(replay={"rows": rows, "count": np.array([8])})
+    first = state.nets.params
+    # a fresh target is a copy of the eval net (PyTorch load_state_dict), so make it differ first
+    state = state._replace(nets=state.nets._replace(target=jax.tree.map(lambda a: a + 1.0, first)))
+    update = jax.jit(learner.update)
+    state = update(state, 0)
+    leaves = lambda tree: np.concatenate([np.ravel(a) for a in jax.tree.leaves(tree)])  # noqa: E731
+    np.testing.assert_array_equal(leaves(state.nets.target), leaves(first))  # copied before the first step
+    before = state.nets.params
+    for step in range(1, 200):
+        state = update(state, step)
+        if step == 199:
+            before = state.nets.params
+    np.testing.assert_array_equal(leaves(state.nets.target), leaves(first))  # unchanged for 199 updates
+    state = update(state, 200)
+    np.testing.assert_array_equal(leaves(state.nets.target), leaves(before))  # the 201st update copies

@@ -10,9 +10,11 @@ take the same steps.
 * `heads` — action heads: all subsets, one collaborator, fixed k-subsets, top-k;
 * `replay` — per-agent replay ring buffers (fill, sample);
 * `targets` — target-network updates: hard copies (DQN), soft Polyak updates (actor-critic);
-* `dqn` — the per-BS DQN of AMCoEdge and its baselines: act, store, learn, exploration.
+* `dqn` — the per-BS DQN of AMCoEdge and its baselines: act, store, learn, exploration;
+* `diffusion` — the VP denoising chain of the diffusion policies (LAD-TS, D2SAC);
+* `sac` — per-BS discrete soft actor-critic (twin critics, soft targets, learned temperature)
+  with an MLP or a diffusion actor: DDRL-ATS / LAD-TS, D2SAC-TS, SAC-TS, DDRL-AMSA.
 
-A second algorithm family (actor-critic with an entropy temperature and soft target
-updates) adds its own module beside `dqn`, reusing `replay`, `heads`, `targets` and the
-kernel's `KernelLearner` protocol.
+Both families implement the kernel's `KernelLearner` protocol and reuse `replay`,
+`heads` and `targets`.
 """

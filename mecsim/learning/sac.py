@@ -241,17 +241,27 @@ class SAC:
         head = [size[..., None]] + ([work[..., None]] if self.observation == "dedgeai" else [])
         return jnp.concatenate(head + [backlog], axis=-1).astype(jnp.float32)
 
-    def act_slot(self, actor, latent, key, backlog, slot: SlotEntries, t, explore: bool):
+    def policy_params(self, state: SACState) -> dict:
+        """What acting needs of a learner state (a pytree with a leading replica axis in the kernel)."""
+        return {"actor": state.nets.actor, "latent": state.latent}
+
+    def state_grid(self, backlog, slot: SlotEntries):
+        """Every agent's states on its own BS's N task slots, (B, N, F) (empty task slots: zeros)."""
+        rows = jnp.where(slot.valid, slot.bs, self.n_agents)  # padding: out of range, dropped
+        features = slot.features.astype(jnp.float32)
+        grid = jnp.zeros((self.n_agents, self.n_tasks, 2), jnp.float32)
+        grid = grid.at[rows, slot.task].set(features, mode="drop")
+        return self.features(grid[..., 0], grid[..., 1], backlog)
+
+    def act_slot(self, params, key, backlog, slot: SlotEntries, t, explore: bool):
         """Every decision of one slot: actions (width,) and π (width, A). Each agent runs on its own BS's
         N task slots (B·N rows, not B agents × width entries), then the entries pick their rows."""
         n_bs, n = self.n_agents, self.n_tasks
-        rows = jnp.where(slot.valid, slot.bs, n_bs)  # padding: out of range, dropped
-        features = slot.features.astype(jnp.float32)
-        grid = jnp.zeros((n_bs, n, 2), jnp.float32).at[rows, slot.task].set(features, mode="drop")
-        states = self.features(grid[..., 0], grid[..., 1], backlog)  # (B, N, F)
+        states = self.state_grid(backlog, slot)
+        latent = params["latent"]
         starts = latent[t] if self.latent else jnp.zeros((n_bs, n, self.n_actions), jnp.float32)
         keys = jax.random.split(key, n_bs + 1)
-        logits = jax.vmap(self.logits)(actor, states, starts, keys[:n_bs])  # (B, N, A)
+        logits = jax.vmap(self.logits)(params["actor"], states, starts, keys[:n_bs])  # (B, N, A)
         # sampled on the grid, so the draws do not depend on how the entries are padded
         actions = jax.random.categorical(keys[-1], logits) if explore else jnp.argmax(logits, axis=-1)
         pick = (slot.bs, slot.task)
