@@ -12,6 +12,7 @@ import click
 from .backends import DEFAULT_ENGINE, ENGINES
 from .config import PRESETS, ConfigError, Scenario, load_scenario, parse_assignment
 from .plugins import available_schedulers
+from .results import write_parquet, write_text
 from .scheduling import SchedulerError
 
 
@@ -310,6 +311,40 @@ def sweep_command(experiment, rerun, scheduler_address, workers, results_dir, dr
         raise click.ClickException(str(err)) from None
     if not report.ok:
         raise click.ClickException(f"{len(report.failed)} cell(s) failed (listed above); rerun to retry them")
+
+
+@main.command("cartpole")
+@click.option(
+    "--methods", default=",".join(["dqn", "sac", "dsac", "dsac-no-noise", "mlp-matched"]), show_default=True
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=10, show_default=True, help="seeds 0..n-1")
+@click.option("--steps", type=click.IntRange(min=1), default=50_000, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=2_500, show_default=True)
+@click.option("--out", default="results/cartpole", show_default=True, type=click.Path(file_okay=False))
+def cartpole_command(methods, seeds, steps, eval_every, out) -> None:
+    """The CartPole check: DQN, discrete SAC, DSAC and two ablations, equal step budgets (resumable)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .studies import cartpole
+
+    wanted = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in cartpole.METHODS]
+    if unknown:
+        raise click.BadParameter(f"{unknown}; known: {', '.join(cartpole.METHODS)}", param_hint="--methods")
+    folder = Path(out)
+    for method in wanted:
+        path = folder / f"{method}.parquet"
+        if path.exists():
+            click.echo(f"{method}: done ({path})")
+            continue
+        write_parquet(cartpole.run(method, list(range(seeds)), steps, eval_every), path)
+    runs = pd.concat([pd.read_parquet(folder / f"{m}.parquet") for m in wanted], ignore_index=True)
+    table, tests = cartpole.summarise(runs)
+    write_text(folder / "summary.md", cartpole.markdown(table) + "\n" + cartpole.markdown(tests))
+    click.echo(table.to_string(index=False))
+    click.echo(tests.to_string(index=False))
 
 
 @main.command("plot")

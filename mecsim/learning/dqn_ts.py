@@ -41,7 +41,11 @@ class DQNTSConfig(LearnerConfig):
     gamma: float = Field(0.95, ge=0, le=1)
     """discount factor"""
     epsilon: float = Field(0.01, ge=0, le=1)
-    """probability of a uniformly random action"""
+    """probability of a uniformly random action (after the decay below)"""
+    epsilon_start: float = Field(0.01, ge=0, le=1)
+    """the probability before an agent's first update, decaying linearly to ``epsilon``"""
+    epsilon_decay_updates: int = Field(0, ge=0)
+    """updates over which the probability decays (0: ``epsilon`` throughout, the reference)"""
     replace_target_iter: int = Field(200, ge=1)
     """hard target copy every this many updates of an agent (the first at its first update)"""
     memory_size: int = Field(1000, ge=1)
@@ -84,7 +88,15 @@ class DQNTS(SAC):
         return SACState(nets, opt, self._empty_replay(), jnp.zeros((1,), jnp.float32), key)
 
     def policy_params(self, state: SACState) -> dict:
-        return {"q": state.nets.params}
+        return {"q": state.nets.params, "epsilon": self.epsilon(state.nets.updates)}
+
+    def epsilon(self, updates):
+        """Each agent's random-action probability after ``updates`` updates (B,)."""
+        cfg = self.config
+        if cfg.epsilon_decay_updates == 0:
+            return jnp.full(updates.shape, cfg.epsilon, jnp.float32)
+        frac = jnp.minimum(updates / cfg.epsilon_decay_updates, 1.0)
+        return (cfg.epsilon_start + frac * (cfg.epsilon - cfg.epsilon_start)).astype(jnp.float32)
 
     def act_slot(self, params, key, backlog, slot: SlotEntries, t, explore: bool):
         """ε-greedy actions (width,) and, as "probabilities", the one-hot of the greedy action."""
@@ -94,9 +106,8 @@ class DQNTS(SAC):
         if explore:
             k_explore, k_random = jax.random.split(key)
             random = jax.random.randint(k_random, greedy.shape, 0, self.n_actions)
-            greedy = jnp.where(
-                jax.random.uniform(k_explore, greedy.shape) < self.config.epsilon, random, greedy
-            )
+            epsilon = params["epsilon"][:, None]  # (B, 1): per agent
+            greedy = jnp.where(jax.random.uniform(k_explore, greedy.shape) < epsilon, random, greedy)
         actions = greedy[slot.bs, slot.task].astype(jnp.int32)
         return actions, jax.nn.one_hot(actions, self.n_actions, dtype=jnp.float32)
 
@@ -114,7 +125,8 @@ class DQNTS(SAC):
         cfg = self.config
         q = lambda params, s: self.q_net.apply({"params": params}, s)  # noqa: E731
         target = hard_update(nets.updates % cfg.replace_target_iter == 0, nets.params, nets.target)
-        y = batch["r"] + cfg.gamma * q(target, batch["s2"]).max(-1)
+        live = 1.0 - batch["d"] if "d" in batch else 1.0  # episodic tasks: no value after a terminal state
+        y = batch["r"] + cfg.gamma * live * q(target, batch["s2"]).max(-1)
         rows = jnp.arange(y.shape[0])
 
         def loss(params):

@@ -51,6 +51,8 @@ class SACConfig(LearnerConfig):
 
     hidden: tuple[int, ...] = Field((20, 20), min_length=1)
     """widths of the hidden ReLU layers of the actor, ε-network and critics"""
+    actor_hidden: tuple[int, ...] | None = None
+    """widths of the actor's (or ε-network's) hidden layers, when they differ from ``hidden``"""
     actor: Literal["diffusion", "mlp"] = "diffusion"
     """'diffusion': the denoising chain's x_0 are the logits; 'mlp': an MLP on the state (SAC-TS)"""
     start: Literal["latent", "gaussian"] = "latent"
@@ -92,8 +94,9 @@ class SACConfig(LearnerConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> SACConfig:
-        if any(w < 1 for w in self.hidden):
-            raise ValueError(f"hidden = {list(self.hidden)}: every width must be >= 1")
+        for name, widths in (("hidden", self.hidden), ("actor_hidden", self.actor_hidden)):
+            if widths is not None and (not widths or any(w < 1 for w in widths)):
+                raise ValueError(f"{name} = {list(widths)}: give at least one width, every width >= 1")
         if self.batch_size > self.memory_size:
             raise ValueError(f"batch_size = {self.batch_size} exceeds memory_size = {self.memory_size}")
         return self
@@ -166,9 +169,10 @@ class SAC:
     @cached_property
     def actor_net(self):
         cfg = self.config
+        hidden = tuple(cfg.actor_hidden or cfg.hidden)
         if cfg.actor == "mlp":
-            return TorchMLP(tuple(cfg.hidden), self.n_actions)
-        return EpsNet(tuple(cfg.hidden), self.n_actions, softmax=cfg.eps_softmax)
+            return TorchMLP(hidden, self.n_actions)
+        return EpsNet(hidden, self.n_actions, softmax=cfg.eps_softmax)
 
     @cached_property
     def critic_net(self) -> TorchMLP:
@@ -348,7 +352,8 @@ class SAC:
         probs2 = jax.nn.softmax(self.logits(nets.actor, s2, x2, k_next), axis=-1)
         entropy2 = -(probs2 * jnp.log(probs2 + LOG_EPS)).sum(-1)
         min_q2 = jnp.minimum(q(nets.target1, s2), q(nets.target2, s2))
-        y = jax.lax.stop_gradient(r + cfg.gamma * ((probs2 * min_q2).sum(-1) + alpha * entropy2))
+        live = 1.0 - batch["d"] if "d" in batch else 1.0  # episodic tasks: no value after a terminal state
+        y = jax.lax.stop_gradient(r + cfg.gamma * live * ((probs2 * min_q2).sum(-1) + alpha * entropy2))
         rows = jnp.arange(a.shape[0])
 
         def critic_loss(params):
