@@ -91,8 +91,8 @@ class CartPoleDQN(_OneAgent, DQNTS):
         return jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
 
 
-def learner_of(method: str):
-    config = METHODS[method]
+def learner_of(method: str, overrides: dict | None = None):
+    config = METHODS[method].model_copy(update=overrides or {})
     cls = CartPoleDQN if isinstance(config, DQNTSConfig) else CartPoleSAC
     return cls(config, 1, cartpole.N_ACTIONS, 1, 1, "dedgeai")
 
@@ -158,13 +158,15 @@ def run(
     eval_every: int = 2_500,
     eval_episodes: int = 5,
     progress: bool | None = None,
+    overrides: dict | None = None,
 ) -> pd.DataFrame:
-    """Train ``method`` for every seed at once; one row per (seed, evaluation point)."""
+    """Train ``method`` for every seed at once; one row per (seed, evaluation point). ``overrides``:
+    config fields to change from `METHODS` (e.g. a smaller ``learn_start`` for a smoke run)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: known methods are {', '.join(METHODS)}")
     if steps % eval_every:
         raise ValueError(f"steps = {steps} must be a multiple of eval_every = {eval_every}")
-    learner = learner_of(method)
+    learner = learner_of(method, overrides)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     state = _stack(learner, seeds)
     envs = jax.vmap(lambda k: cartpole.reset(jax.random.fold_in(k, 7)))(keys)
