@@ -343,6 +343,7 @@ def cartpole_command(methods, seeds, steps, eval_every, out) -> None:
     runs = pd.concat([pd.read_parquet(folder / f"{m}.parquet") for m in wanted], ignore_index=True)
     table, tests = cartpole.summarise(runs)
     write_text(folder / "summary.md", cartpole.markdown(table) + "\n" + cartpole.markdown(tests))
+    cartpole.plot(runs, folder / "curves.png")
     click.echo(table.to_string(index=False))
     click.echo(tests.to_string(index=False))
 

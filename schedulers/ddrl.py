@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecsim.backends.kernel.scan import PREPARE_KEY, policy_key, task_key
+from mecsim.backends.kernel.scan import PREPARE_KEY, task_key
 from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask, SlotView
 from mecsim.jaxconfig import jit, x64
 from mecsim.learning.config import LearnerConfig
@@ -42,8 +42,8 @@ from mecsim.scheduling import (
     require_subset_enumeration,
 )
 
-from .checkpoints import Checkpointed
 from .dqn import _bucket, _padded
+from .learner_plugin import LearnerPlugin
 
 
 def _entries(valid, bs, task, size, density) -> SlotEntries:
@@ -137,7 +137,7 @@ class SACKernelLearner:
 
 
 # -- the plugin ------------------------------------------------------------------------------------
-class SACScheduler(Checkpointed, Scheduler):
+class SACScheduler(LearnerPlugin, Scheduler):
     """Per-BS discrete SAC agents. Subclasses set ``config_class`` (defaults) and ``subsets``."""
 
     name = "sac"
@@ -171,15 +171,6 @@ class SACScheduler(Checkpointed, Scheduler):
         self._acted: list[tuple] = []  # this slot's (actions, probs)
         self._key_of: tuple[int, np.ndarray | None] = (-1, None)
         self._masks = AllSubsets(self.n_bs) if self.subsets else None
-
-    @property
-    def learner_seed(self) -> int:
-        return self.config.learner_seed if self.config.learner_seed >= 0 else self.scenario.seed
-
-    def _episode_key(self, episode: int) -> np.ndarray:
-        if self._key_of[0] != episode:
-            self._key_of = (episode, policy_key(self.learner_seed, episode))
-        return self._key_of[1]
 
     # -- deciding ------------------------------------------------------------------------------------
     def decide_slot(self, obs: SlotObservation) -> Decision:

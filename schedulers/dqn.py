@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mecsim.backends.kernel.scan import PREPARE_KEY, policy_key, task_key
+from mecsim.backends.kernel.scan import PREPARE_KEY, task_key
 from mecsim.backends.kernel.shape import JaxPolicy, KernelContext, KernelTask, SlotView
 from mecsim.jaxconfig import jit, x64
 from mecsim.learning.dqn import DQN, DQNConfig, DQNState, SlotTasks
 from mecsim.learning.heads import ActionHead
 from mecsim.scheduling import Decision, Observation, Scheduler, SchedulerError, SlotFeedback, SlotObservation
 
-from .checkpoints import Checkpointed
+from .learner_plugin import LearnerPlugin
 
 
 def _act_in_slot(
@@ -123,7 +123,7 @@ class DQNKernelLearner:
 
 
 # -- the plugin ------------------------------------------------------------------------------------
-class DQNScheduler(Checkpointed, Scheduler):
+class DQNScheduler(LearnerPlugin, Scheduler):
     """A per-BS DQN scheduler. Subclasses define ``config_class`` and ``make_head``."""
 
     name = "dqn"
@@ -155,20 +155,9 @@ class DQNScheduler(Checkpointed, Scheduler):
         self._key_of: tuple[int, np.ndarray | None] = (-1, None)  # (episode, its policy key)
 
     @property
-    def learner_seed(self) -> int:
-        """Seed of the network init, replay sampling and exploration (the scenario's unless ``learner_seed``)."""
-        return self.config.learner_seed if self.config.learner_seed >= 0 else self.scenario.seed
-
-    @property
     def greedy_prob(self) -> float:
         with x64():
             return float(self.dqn.greedy_prob(np.int64(self.learn_step)))
-
-    def _episode_key(self, episode: int) -> np.ndarray:
-        """The episode's policy key (the kernel's: `policy_key`), computed once per episode."""
-        if self._key_of[0] != episode:
-            self._key_of = (episode, policy_key(self.learner_seed, episode))
-        return self._key_of[1]
 
     # -- deciding ------------------------------------------------------------------------------------
     def _decide_slot(self, obs: SlotObservation) -> Decision:
@@ -332,7 +321,7 @@ class DQNScheduler(Checkpointed, Scheduler):
         """The learner for the kernel's training loop (None with the rich observation: SimPy path only)."""
         return None if self.dqn.rich else DQNKernelLearner(self.dqn)
 
-    # -- checkpoints (`schedulers.checkpoints`) -------------------------------------------------------
+    # -- checkpoints (`schedulers.learner_plugin`) -------------------------------------------------------
     @property
     def n_actions(self) -> int:
         return self.head.n_actions

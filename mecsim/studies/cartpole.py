@@ -20,6 +20,7 @@ Methods (hyper-parameters in `METHODS`; ours, as the claim's paper gives none):
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -245,3 +246,24 @@ def markdown(df: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
+
+
+def plot(runs: pd.DataFrame, path) -> None:
+    """Greedy evaluation return against environment steps: mean over seeds with a 95 % bootstrap band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ..results import write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(runs, x="steps", y="eval_return", hue="method", errorbar=("ci", 95), seed=0, ax=ax)
+    ax.axhline(SOLVED, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="environment steps", ylabel="greedy return (5 episodes)", title="CartPole-v1")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())

@@ -1,8 +1,10 @@
-"""Checkpoints of the learning schedulers: ``config.json`` (scheduler, B, actions, hyper-parameters,
-counters) and ``agents.msgpack`` (every agent's networks and optimiser states).
+"""What the learning schedulers share: their seed, their per-episode policy key, and checkpoints:
+``config.json`` (scheduler, B, actions, hyper-parameters, counters) and ``agents.msgpack`` (every
+agent's networks and optimiser states).
 
-A scheduler mixes in `Checkpointed` and provides ``config_class``, ``_setup(config)``,
-``n_actions``, ``_nets()`` (the pytree to save) and ``_restore(nets)``.
+A scheduler mixes in `LearnerPlugin` and provides ``config`` (with ``learner_seed``),
+``config_class``, ``_setup(config)``, ``n_actions``, ``_nets()`` (the pytree to save) and
+``_restore(nets)``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,27 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from mecsim.backends.kernel.scan import policy_key
 from mecsim.results import write_bytes, write_text
 from mecsim.scheduling import SchedulerError
 
 CHECKPOINT_FORMAT = 1
 
 
-class Checkpointed:
+class LearnerPlugin:
+    _key_of: tuple[int, np.ndarray | None] = (-1, None)
+
+    @property
+    def learner_seed(self) -> int:
+        """Seed of the network init, replay sampling and exploration (the scenario's unless ``learner_seed``)."""
+        return self.config.learner_seed if self.config.learner_seed >= 0 else self.scenario.seed
+
+    def _episode_key(self, episode: int) -> np.ndarray:
+        """The episode's policy key (the kernel's: `policy_key`), computed once per episode."""
+        if self._key_of[0] != episode:
+            self._key_of = (episode, policy_key(self.learner_seed, episode))
+        return self._key_of[1]
+
     def _nets(self) -> Any:
         raise NotImplementedError
 
