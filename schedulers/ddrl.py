@@ -42,8 +42,7 @@ from mecsim.scheduling import (
     require_subset_enumeration,
 )
 
-from .dqn import _bucket, _padded
-from .learner_plugin import LearnerPlugin
+from .learner_plugin import LearnerPlugin, bucket, padded, step_one_replica
 
 
 def _entries(valid, bs, task, size, density) -> SlotEntries:
@@ -54,15 +53,8 @@ def _act_in_slot(sac: SAC, params, episode_key, t, backlog, entries: SlotEntries
     return sac.act_slot(params, task_key(episode_key, t, PREPARE_KEY), backlog, entries, t, explore)
 
 
-def _update_one_replica(sac: SAC, state: SACState, learn_step) -> SACState:
-    """`SAC.update` vmapped over a replica axis of one, as the kernel's training loop calls it."""
-    batched = jax.tree.map(lambda a: a[None], state)
-    return jax.tree.map(lambda a: a[0], jax.vmap(lambda s: sac.update(s, learn_step))(batched))
-
-
 _act = jit(_act_in_slot, static_argnums=(0, 6))
 _store = jit(SAC.store_slot, static_argnums=(0,))
-_update = jit(_update_one_replica, static_argnums=(0,))
 
 
 # -- the kernel forms --------------------------------------------------------------------------------
@@ -175,13 +167,13 @@ class SACScheduler(LearnerPlugin, Scheduler):
     # -- deciding ------------------------------------------------------------------------------------
     def decide_slot(self, obs: SlotObservation) -> Decision:
         n = len(obs)
-        width = _bucket(n)
+        width = bucket(n)
         entries = _entries(
             np.arange(width) < n,
-            _padded(obs.bs.astype(np.int32), width),
-            _padded(obs.task.astype(np.int32), width),
-            _padded(np.asarray(obs.size, float), width, 1.0),
-            _padded(np.asarray(obs.density, float), width, 1.0),
+            padded(obs.bs.astype(np.int32), width),
+            padded(obs.task.astype(np.int32), width),
+            padded(np.asarray(obs.size, float), width, 1.0),
+            padded(np.asarray(obs.density, float), width, 1.0),
         )
         with x64():
             actions, probs = _act(
@@ -224,18 +216,18 @@ class SACScheduler(LearnerPlugin, Scheduler):
             self._store(feedback, actions, probs)
         self.slot_step += 1
         with x64():
-            self.state = _update(self.sac, self.state, np.int64(self.learn_step))
+            self.state = step_one_replica(self.sac.update, self.state, np.int64(self.learn_step))
         self.learn_step += 1
 
     def _store(self, fb: SlotFeedback, actions, probs) -> None:
-        n, width = len(fb.bs), _bucket(len(fb.bs))
+        n, width = len(fb.bs), bucket(len(fb.bs))
         size, density = np.asarray(fb.size, float), np.asarray(fb.density, float)
         entries = _entries(
             np.arange(width) < n,
-            _padded(np.asarray(fb.bs, np.int32), width),
-            _padded(np.asarray(fb.task, np.int32), width),
-            _padded(size, width, 1.0),
-            _padded(density, width, 1.0),
+            padded(np.asarray(fb.bs, np.int32), width),
+            padded(np.asarray(fb.task, np.int32), width),
+            padded(size, width, 1.0),
+            padded(density, width, 1.0),
         )
         grid = np.zeros((self.n_bs, self.n_tasks, 2))
         grid[fb.bs, fb.task] = np.stack([size, size * density], -1)
@@ -243,9 +235,9 @@ class SACScheduler(LearnerPlugin, Scheduler):
             self.state = _store(
                 self.sac,
                 self.state,
-                _padded(actions.astype(np.int32), width),
-                _padded(probs.astype(np.float32), width),
-                _padded(np.asarray(fb.reward, float), width),
+                padded(actions.astype(np.int32), width),
+                padded(probs.astype(np.float32), width),
+                padded(np.asarray(fb.reward, float), width),
                 entries,
                 np.asarray(fb.backlog, float),
                 np.asarray(fb.next_backlog, float),

@@ -29,7 +29,7 @@ from mecsim.learning.dqn import DQN, DQNConfig, DQNState, SlotTasks
 from mecsim.learning.heads import ActionHead
 from mecsim.scheduling import Decision, Observation, Scheduler, SchedulerError, SlotFeedback, SlotObservation
 
-from .learner_plugin import LearnerPlugin
+from .learner_plugin import LearnerPlugin, bucket, padded, step_one_replica
 
 
 def _act_in_slot(
@@ -45,29 +45,6 @@ _act = jit(_act_in_slot, static_argnums=(0, 7, 8))
 _act_rows = jit(DQN.act_rows, static_argnums=(0, 6))
 _store_slot = jit(DQN.store_slot, static_argnums=(0,))
 _store_rows = jit(DQN.store_rows, static_argnums=(0,))
-
-
-# Learning goes through the same replica-vmapped form as the kernel's loop (here one replica), so that
-# XLA batches the update exactly as it does there and both paths take bit-identical steps.
-def _learn_one_replica(dqn: DQN, state: DQNState, learn_step) -> DQNState:
-    """`DQN.learn` vmapped over a replica axis of one, as the kernel's training loop calls it."""
-    batched = jax.tree.map(lambda a: a[None], state)
-    return jax.tree.map(lambda a: a[0], jax.vmap(lambda s: dqn.learn(s, learn_step))(batched))
-
-
-_learn = jit(_learn_one_replica, static_argnums=(0,))
-
-
-def _bucket(n: int) -> int:
-    """A padded width for ``n`` entries (powers of two from 8), so that few sizes are compiled."""
-    return max(8, 1 << (max(n, 1) - 1).bit_length())
-
-
-def _padded(values, width: int, fill=0) -> np.ndarray:
-    values = np.asarray(values)
-    out = np.full((width,) + values.shape[1:], fill, dtype=values.dtype)
-    out[: values.shape[0]] = values
-    return out
 
 
 # -- the kernel forms --------------------------------------------------------------------------------
@@ -162,12 +139,12 @@ class DQNScheduler(LearnerPlugin, Scheduler):
     # -- deciding ------------------------------------------------------------------------------------
     def _decide_slot(self, obs: SlotObservation) -> Decision:
         n = len(obs)
-        width = _bucket(n)
+        width = bucket(n)
         tasks = SlotTasks(
             valid=np.arange(width) < n,
-            bs=_padded(obs.bs.astype(np.int32), width),
-            task=_padded(obs.task.astype(np.int32), width),
-            size=_padded(obs.size, width, 1.0),
+            bs=padded(obs.bs.astype(np.int32), width),
+            task=padded(obs.task.astype(np.int32), width),
+            size=padded(obs.size, width, 1.0),
         )
         with x64():
             subsets, actions = _act(
@@ -227,7 +204,7 @@ class DQNScheduler(LearnerPlugin, Scheduler):
         self.slot_step += 1
         if bool(self.dqn.due(self.slot_step)):
             with x64():
-                self.state = _learn(self.dqn, self.state, np.int64(self.learn_step))
+                self.state = step_one_replica(self.dqn.learn, self.state, np.int64(self.learn_step))
             self.learn_step += 1
 
     def _clear(self) -> None:
@@ -242,12 +219,12 @@ class DQNScheduler(LearnerPlugin, Scheduler):
             raise SchedulerError(
                 f"scheduler {self.name!r}: slot {fb.slot} fed back {n} tasks, decided {actions.shape[0]}"
             )
-        width = _bucket(n)
+        width = bucket(n)
         tasks = SlotTasks(
             np.arange(width) < n,
-            _padded(np.asarray(fb.bs, np.int32), width),
-            _padded(np.asarray(fb.task, np.int32), width),
-            _padded(np.asarray(fb.size, float), width, 1.0),
+            padded(np.asarray(fb.bs, np.int32), width),
+            padded(np.asarray(fb.task, np.int32), width),
+            padded(np.asarray(fb.size, float), width, 1.0),
         )
         grid = np.zeros((self.n_bs, self.n_tasks))
         grid[fb.bs, fb.task] = fb.size  # this slot's full size grid (0 = empty task slot)
@@ -255,8 +232,8 @@ class DQNScheduler(LearnerPlugin, Scheduler):
             self.state = _store_slot(
                 self.dqn,
                 self.state,
-                _padded(actions.astype(np.int32), width),
-                _padded(np.asarray(fb.reward, float), width),
+                padded(actions.astype(np.int32), width),
+                padded(np.asarray(fb.reward, float), width),
                 tasks,
                 np.asarray(fb.backlog, float),
                 np.asarray(fb.next_backlog, float),
@@ -284,18 +261,18 @@ class DQNScheduler(LearnerPlugin, Scheduler):
                 self._pending[b] = (last[2], last[3], reward_of[(b, last[1])])
         if not transitions:
             return
-        n, width = len(transitions), _bucket(len(transitions))
+        n, width = len(transitions), bucket(len(transitions))
         agents, s, a, r, s2 = (np.array(col) for col in zip(*transitions))
         with x64():
             self.state = _store_rows(
                 self.dqn,
                 self.state,
-                _padded(agents.astype(np.int32), width),
+                padded(agents.astype(np.int32), width),
                 np.arange(width) < n,
-                _padded(s, width),
-                _padded(a.astype(np.int32), width),
-                _padded(r, width),
-                _padded(s2, width),
+                padded(s, width),
+                padded(a.astype(np.int32), width),
+                padded(r, width),
+                padded(s2, width),
             )
 
     def on_episode_end(self, episode: int, metrics: dict[str, float]) -> None:

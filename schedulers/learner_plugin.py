@@ -1,6 +1,6 @@
-"""What the learning schedulers share: their seed, their per-episode policy key, and checkpoints:
-``config.json`` (scheduler, B, actions, hyper-parameters, counters) and ``agents.msgpack`` (every
-agent's networks and optimiser states).
+"""What the learning schedulers share: their seed, their per-episode policy key, checkpoints
+(``config.json``: scheduler, B, actions, hyper-parameters, counters; ``agents.msgpack``: every
+agent's networks and optimiser states), and the padding and update helpers of their SimPy path.
 
 A scheduler mixes in `LearnerPlugin` and provides ``config`` (with ``learner_seed``),
 ``config_class``, ``_setup(config)``, ``n_actions``, ``_nets()`` (the pytree to save) and
@@ -19,10 +19,34 @@ import numpy as np
 from flax import serialization
 
 from mecsim.backends.kernel.scan import policy_key
+from mecsim.jaxconfig import jit
 from mecsim.results import write_bytes, write_text
 from mecsim.scheduling import SchedulerError
 
 CHECKPOINT_FORMAT = 1
+
+
+def bucket(n: int) -> int:
+    """A padded width for ``n`` entries (powers of two from 8), so that few sizes are compiled."""
+    return max(8, 1 << (max(n, 1) - 1).bit_length())
+
+
+def padded(values, width: int, fill=0) -> np.ndarray:
+    values = np.asarray(values)
+    out = np.full((width,) + values.shape[1:], fill, dtype=values.dtype)
+    out[: values.shape[0]] = values
+    return out
+
+
+def _step_one_replica(step, state, learn_step):
+    """``step(state, learn_step)`` vmapped over a replica axis of one, as the kernel's training loop
+    calls it, so that XLA batches the update exactly as it does there and both paths take bit-identical
+    steps. ``step``: a learner's bound update method (hashable: its learner is a frozen dataclass)."""
+    batched = jax.tree.map(lambda a: a[None], state)
+    return jax.tree.map(lambda a: a[0], jax.vmap(lambda s: step(s, learn_step))(batched))
+
+
+step_one_replica = jit(_step_one_replica, static_argnums=(0,))
 
 
 class LearnerPlugin:

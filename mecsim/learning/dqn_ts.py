@@ -60,6 +60,13 @@ class DQNTSConfig(LearnerConfig):
     """seed of the network init, replay sampling and actions; -1: the scenario's seed"""
 
 
+def epsilon_greedy(key, greedy, epsilon, n_actions: int):
+    """``greedy`` actions, each replaced with probability ``epsilon`` by a uniformly random one."""
+    k_explore, k_random = jax.random.split(key)
+    random = jax.random.randint(k_random, greedy.shape, 0, n_actions)
+    return jnp.where(jax.random.uniform(k_explore, greedy.shape) < epsilon, random, greedy)
+
+
 class QNets(NamedTuple):
     params: Any
     target: Any
@@ -103,11 +110,8 @@ class DQNTS(SAC):
         states = self.state_grid(backlog, slot)
         q = jax.vmap(lambda p, x: self.q_net.apply({"params": p}, x))(params["q"], states)  # (B, N, A)
         greedy = jnp.argmax(q, axis=-1)
-        if explore:
-            k_explore, k_random = jax.random.split(key)
-            random = jax.random.randint(k_random, greedy.shape, 0, self.n_actions)
-            epsilon = params["epsilon"][:, None]  # (B, 1): per agent
-            greedy = jnp.where(jax.random.uniform(k_explore, greedy.shape) < epsilon, random, greedy)
+        if explore:  # each agent its own ε, (B, 1)
+            greedy = epsilon_greedy(key, greedy, params["epsilon"][:, None], self.n_actions)
         actions = greedy[slot.bs, slot.task].astype(jnp.int32)
         return actions, jax.nn.one_hot(actions, self.n_actions, dtype=jnp.float32)
 

@@ -39,20 +39,10 @@ def add(replay: Replay, agents, valid, states, actions, rewards, next_states) ->
     ``agents`` (n,): each row's agent; rows must be grouped by agent in ascending order with the
     valid rows first (the slots' decision order). Invalid rows are dropped.
     """
-    size = replay.rewards.shape[-1]
-    n_agents = replay.count.shape[0]
-    per_agent = (jax.nn.one_hot(agents, n_agents, dtype=jnp.int32) * valid[:, None]).sum(axis=0)  # (B,)
-    starts = jnp.cumsum(per_agent) - per_agent
-    rank = jnp.arange(agents.shape[0]) - starts[agents]
-    idx = jnp.where(valid, (replay.count[agents] + rank) % size, size)  # out of range: dropped
-    f32 = jnp.float32
-    return Replay(
-        states=replay.states.at[agents, idx].set(states.astype(f32), mode="drop"),
-        actions=replay.actions.at[agents, idx].set(actions.astype(jnp.int32), mode="drop"),
-        rewards=replay.rewards.at[agents, idx].set(rewards.astype(f32), mode="drop"),
-        next_states=replay.next_states.at[agents, idx].set(next_states.astype(f32), mode="drop"),
-        count=replay.count + per_agent,
-    )
+    fields = Replay._fields[:-1]  # every field but the count
+    rows = dict(zip(fields, (states, actions, rewards, next_states)))
+    buffers, count = add_rows({f: getattr(replay, f) for f in fields}, replay.count, agents, valid, rows)
+    return Replay(**buffers, count=count)
 
 
 def sample(replay: Replay, key, batch: int):
@@ -76,7 +66,7 @@ def sample(replay: Replay, key, batch: int):
 
 def add_rows(buffers: dict, count, agents, valid, rows: dict):
     """`add` for any named fields: ``buffers`` (B, M, ...) per field, ``count`` (B,), ``rows`` (n, ...) per
-    field; returns (buffers, count). Same grouping rule as `add`."""
+    field, cast to the buffers' dtypes; returns (buffers, count). Same grouping rule as `add`."""
     size = next(iter(buffers.values())).shape[1]
     n_agents = count.shape[0]
     per_agent = (jax.nn.one_hot(agents, n_agents, dtype=jnp.int32) * valid[:, None]).sum(axis=0)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ..envs import cartpole
 from ..jaxconfig import jit
 from ..learning import replay as replay_buffer
-from ..learning.dqn_ts import DQNTS, DQNTSConfig
+from ..learning.dqn_ts import DQNTS, DQNTSConfig, epsilon_greedy
 from ..learning.sac import SAC, SACConfig, SACState
 
 COMMON = dict(hidden=(64, 64), gamma=0.99, memory_size=50_000, learn_start=1_000, batch_size=64)
@@ -86,10 +86,7 @@ class CartPoleDQN(_OneAgent, DQNTS):
         greedy = jnp.argmax(self.q_net.apply({"params": params}, obs[None])[0])
         if not explore:
             return greedy
-        k_explore, k_random = jax.random.split(key)
-        eps = self.epsilon(state.nets.updates)[0]
-        random = jax.random.randint(k_random, (), 0, cartpole.N_ACTIONS)
-        return jnp.where(jax.random.uniform(k_explore) < eps, random, greedy)
+        return epsilon_greedy(key, greedy, self.epsilon(state.nets.updates)[0], cartpole.N_ACTIONS)
 
 
 def learner_of(method: str, overrides: dict | None = None):

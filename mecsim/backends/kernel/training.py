@@ -215,6 +215,7 @@ class KernelTrainer:
         base = self.spec
         rows: list[list[dict]] = [[] for _ in self.scenarios]
         pending = None
+        task_grid = getattr(self.learner, "grid", size_grid)
         with x64():
             state, counters = jax.device_put((self.state, self.counters))
             for e in range(first_episode, first_episode + episodes):
@@ -223,7 +224,6 @@ class KernelTrainer:
                 expected = max(expected_length(s, "nested") for s in self.scenarios)
                 spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
                 fn = compiled_train_episode(spec, self.learner)
-                task_grid = getattr(self.learner, "grid", size_grid)
                 tasks = compact_nested(trs, sc.decision_slots, spec.length)
                 grid = task_grid(trs)  # (R, slots, B, N, ...)
                 keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
