@@ -3,7 +3,8 @@
 * `data` — the published numbers that ship with the package, one row per cell, settings;
 * `stats` — intervals over seeds, spread, the published runs given their start;
 * `figures` — the figures; `table` — the Markdown table; `claims` — the AMCoEdge paper's
-  headline claims and the verdict on them.
+  headline claims and the verdict on them; `ddrl` — the diffusion-policy papers' claims
+  (DEdgeAI's learning curves, DDRL-AMSA's delay reductions).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..results import load, write_text
 from ..sweep import Experiment, load_experiment
 from ..sweep.store import corrupt_parts
 from .data import METRIC_NOTE, summarise
+from .ddrl import amsa_section, dedgeai_figure, dedgeai_section
 from .figures import convergence_figures, default_figures, start_end_figure, sweep_figures
 from .table import results_table
 
@@ -57,8 +59,15 @@ def plot_experiment(
     written += convergence_figures(df, members, exp, figures)
     written += default_figures(summary, members, exp, figures)
     written += start_end_figure(summary, members, exp, figures)
+    dedgeai = df["preset"].eq("dedgeai")
+    if dedgeai.any():
+        written += dedgeai_figure(df[dedgeai], exp, figures)
     table = out / "table.md"
     text = results_table(summary, members, exp)
+    if dedgeai.any():
+        text += "\n" + "\n".join(dedgeai_section(df[dedgeai], exp))
+    if "ddrl-amsa" in exp.methods:
+        text += "\n" + "\n".join(amsa_section(summary, exp))
     text += (
         "\n## Figures\n\n"
         + "\n".join(f"* `figures/{p.name}`" for p in written if p.suffix == ".png")
