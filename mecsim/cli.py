@@ -46,10 +46,11 @@ class _Errors(click.Group):
 
 
 def _message(err: Exception) -> str:
+    from .aigc.errors import AigcError
     from .results import OutputError
     from .sweep.schema import SweepError
 
-    if isinstance(err, (ConfigError, SchedulerError, SweepError, OutputError)):
+    if isinstance(err, (ConfigError, SchedulerError, SweepError, OutputError, AigcError)):
         return str(err)
     if isinstance(err, OSError) and err.filename:
         return f"{err.filename}: {err.strerror}"
@@ -366,3 +367,8 @@ def plot_command(experiment, results_dir) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+from .aigc.cli import aigc as aigc_group  # noqa: E402 - the subcommand group lives with the service
+
+main.add_command(aigc_group)

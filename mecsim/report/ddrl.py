@@ -105,7 +105,9 @@ def dedgeai_runs(df: pd.DataFrame) -> pd.DataFrame:
                 "start": float(curve.head(10).mean()),
                 "plateau": float(curve.loc[lo:hi].mean()) if curve.index.max() >= hi else math.nan,
                 "final": float(curve.tail(FINAL_EPISODES).mean()),
-                "convergence": convergence_episode(curve) if run["method_kind"].iloc[0] == "learner" else None,
+                "convergence": convergence_episode(curve)
+                if run["method_kind"].iloc[0] == "learner"
+                else None,
             }
         )
     return pd.DataFrame(rows)
