@@ -160,3 +160,38 @@ def grid_png(original, mask, repaired, path: Path, title: str) -> Path:
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return write_bytes(path, buf.getvalue())
+
+
+@aigc.command("profile")
+@dataset_option
+@weights_option
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--evaluations", type=click.IntRange(min=1), default=50, show_default=True, help="s of the fragment"
+)
+@click.option(
+    "--capacity-ghz",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="reference capacity of the measured worker [default: cores x clock]",
+)
+@click.option("--out", type=click.Path(dir_okay=False), default="aigc-profile.toml", show_default=True)
+@click.option("--force", is_flag=True, help="overwrite --out")
+def profile_command(dataset, weights, repeats, evaluations, capacity_ghz, out, force) -> None:
+    """Time repair requests over batch sizes and evaluations, fit t(b, s), write a scenario fragment."""
+    from ..results import prepare_output, write_text
+    from . import weights as weights_io
+    from .cost import fit, machine_capacity_ghz, measure, scenario_fragment
+    from .repair import Repairer
+
+    out = prepare_output(out, "--out", force=force)
+    model = weights_io.load(weights, dataset)
+    times = measure(Repairer(model), repeats=repeats)
+    fits = fit(times)
+    for row in times.itertuples():
+        click.echo(f"b = {row.images:2d}, s = {row.evaluations:3d}: {row.seconds * 1e3:8.1f} ms")
+    for f in fits:
+        click.echo(f"t(b, s) = {f.a:.4g} + {f.d:.4g}·s + {f.c:.4g}·b·s s   ({f.shape}: R² = {f.r2:.4f})")
+    capacity = capacity_ghz or machine_capacity_ghz()
+    write_text(out, scenario_fragment(fits[0], capacity, model.unet.side, times, evaluations))
+    click.echo(f"calibration ({fits[0].shape}, f = {capacity:.3f} GHz) -> {out}")

@@ -124,17 +124,17 @@ class Repairer:
         return run
 
     def _executable(self, batch: int, steps: int, jump_length: int, resamples: int):
-        key = (batch, steps, jump_length, resamples)
+        """The compiled chain and its plan; plans of one length share an executable (the plan is an argument)."""
+        kind, step = (jnp.asarray(a) for a in transitions(repaint_plan(steps, jump_length, resamples)))
+        key = (batch, steps, kind.shape[0])
         if key not in self._compiled:
-            kind, step = transitions(repaint_plan(steps, jump_length, resamples))
             x = jax.ShapeDtypeStruct((batch, self.side, self.side, 1), jnp.float32)
-            compiled = (
+            self._compiled[key] = (
                 jax.jit(self._chain(steps))
-                .lower(self.model.params, x, x, jnp.asarray(kind), jnp.asarray(step), jax.random.PRNGKey(0))
+                .lower(self.model.params, x, x, kind, step, jax.random.PRNGKey(0))
                 .compile()
             )
-            self._compiled[key] = (compiled, jnp.asarray(kind), jnp.asarray(step))
-        return self._compiled[key]
+        return self._compiled[key], kind, step
 
     def warm(self, batches, steps: int, jump_length: int = 10, resamples: int = 5) -> None:
         """Compile the chain for each batch size ahead of time."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import jax
@@ -63,6 +64,7 @@ def _optimizer(cfg: TrainConfig):
     return optax.adam(lr)
 
 
+@lru_cache(maxsize=4)  # one compiled step per configuration, also across resumed runs
 def make_step(cfg: TrainConfig, unet: UNetConfig):
     net = UNet(unet)
     schedule = cosine(cfg.diffusion_steps)
