@@ -17,7 +17,9 @@ TINY = (8, 16)  # channels of a test-sized UNet
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("aigc") / "tiny.msgpack"
-    result = train(TrainConfig(iterations=40, batch_size=16, channels=TINY, checkpoint_every=1000), out, progress=False)
+    result = train(
+        TrainConfig(iterations=40, batch_size=16, channels=TINY, checkpoint_every=1000), out, progress=False
+    )
     return result
 
 
@@ -205,7 +207,9 @@ def test_command_line_reports_bad_input_without_traceback(tmp_path, tiny_model):
     corrupt = tmp_path / "corrupt.msgpack"
     corrupt.write_bytes(b"garbage")
     res = runner.invoke(main, ["aigc", "repair", "--weights", str(corrupt), "--out", str(tmp_path / "b")])
-    assert res.exit_code != 0 and "not a readable weights file" in res.output and "Traceback" not in res.output
+    assert (
+        res.exit_code != 0 and "not a readable weights file" in res.output and "Traceback" not in res.output
+    )
 
 
 def test_repair_command_writes_grid_and_arrays(tmp_path, tiny_model):
@@ -216,7 +220,18 @@ def test_repair_command_writes_grid_and_arrays(tmp_path, tiny_model):
     out = tmp_path / "rep"
     res = CliRunner().invoke(
         main,
-        ["aigc", "repair", "--weights", str(tiny_model.path), "--mask", "half", "--images", "3", "--steps", "5"]
+        [
+            "aigc",
+            "repair",
+            "--weights",
+            str(tiny_model.path),
+            "--mask",
+            "half",
+            "--images",
+            "3",
+            "--steps",
+            "5",
+        ]
         + ["--out", str(out)],
     )
     assert res.exit_code == 0, res.output

@@ -57,14 +57,19 @@ class Fit:
     r2: float
 
     def seconds(self, images, evaluations):
-        return self.a + self.d * np.asarray(evaluations) + self.c * np.asarray(images) * np.asarray(evaluations)
+        return (
+            self.a + self.d * np.asarray(evaluations) + self.c * np.asarray(images) * np.asarray(evaluations)
+        )
 
 
 def fit(times: pd.DataFrame) -> list[Fit]:
     """Least-squares fits of both shapes, the better R² first."""
     b, s, t = (times[k].to_numpy(float) for k in ("images", "evaluations", "seconds"))
     fits = []
-    for shape, columns in (("a + c·b·s", [np.ones_like(b), b * s]), ("a + d·s + c·b·s", [np.ones_like(b), s, b * s])):
+    for shape, columns in (
+        ("a + c·b·s", [np.ones_like(b), b * s]),
+        ("a + d·s + c·b·s", [np.ones_like(b), s, b * s]),
+    ):
         design = np.stack(columns, axis=1)
         coef, *_ = np.linalg.lstsq(design, t, rcond=None)
         residual = t - design @ coef
