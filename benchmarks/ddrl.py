@@ -5,11 +5,16 @@ Prints ``name: value`` lines:
 * ``lad_ts_train_<E>ep_s`` — LAD-TS (`ddrl-ats`), E online episodes of the DEdgeAI scenario, one seed;
 * ``ddrl_amsa_train_<E>ep_s`` — `ddrl-amsa`, E episodes at the AMCoEdge default point, one seed;
 * ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once over that of one seed;
-* ``*_peak_rss_mib`` — the peak resident memory of each run's process.
+* ``*_peak_rss_mib`` — the peak resident memory of each run's process;
+* with ``--reference DIR --reference-python PY`` (a checkout of ChangfuXu/DEdgeAI and a Python that has
+  PyTorch): ``reference_lad_ts_cpu_s_per_episode`` of its ``main_lad.py`` run for a few episodes,
+  ``lad_ts_cpu_s_per_episode`` of ours, and their ratio. CPU seconds, so that other jobs on the
+  machine do not distort the comparison.
 
 Each run is its own process (so its peak memory is its own) and includes compilation; the
 first two episodes are timed apart as ``*_compile_s``. Usage:
-``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds]``.
+``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds|reference] [--reference DIR
+--reference-python PY --reference-episodes 3]``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,44 @@ def measure(scheduler: str, preset: str, episodes: int, seeds: int) -> dict:
     return {"total_s": total, "compile_s": compiled, "peak_rss_mib": peak, "last50": last}
 
 
+def cpu_per_episode(scheduler: str, preset: str, episodes: int) -> float:
+    """CPU seconds per training episode of ours (after a warm-up of `WARMUP` episodes), in this process."""
+    from mecsim.backends.kernel.training import KernelTrainer
+    from mecsim.config import Scenario
+
+    trainer = KernelTrainer(Scenario(preset=preset), scheduler, [0])
+    trainer.run(WARMUP, timing=False)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    trainer.run(episodes, first_episode=WARMUP, timing=False)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / episodes
+
+
+def reference_cpu_per_episode(checkout: str, python: str, episodes: int) -> float:
+    """CPU seconds per episode of the reference's LAD-TS (its main_lad.py with the episode count set to
+    ``episodes``; start-up included, so a slight over-estimate)."""
+    import re
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("main_lad.py", "model_lad.py", "diffusion_lad.py", "environment_lad.py", "helpers.py"):
+            shutil.copy(Path(checkout) / name, tmp)
+        main = Path(tmp) / "main_lad.py"
+        text, n = re.subn(r"episodes = 500", f"episodes = {episodes}", main.read_text())
+        if n != 1:
+            raise SystemExit(
+                f"{checkout}/main_lad.py: no 'episodes = 500' line to set; is it ChangfuXu/DEdgeAI?"
+            )
+        main.write_text(text)
+        (Path(tmp) / "results").mkdir()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([python, "main_lad.py"], cwd=tmp, check=True, capture_output=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / episodes
+
+
 def in_subprocess(scheduler: str, preset: str, episodes: int, seeds: int) -> dict:
     code = (
         "import json, sys; sys.path.insert(0, 'benchmarks'); from ddrl import measure; "
@@ -52,8 +95,13 @@ def in_subprocess(scheduler: str, preset: str, episodes: int, seeds: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=500)
-    parser.add_argument("--only", choices=["lad", "amsa", "seeds"], default=None)
+    parser.add_argument("--only", choices=["lad", "amsa", "seeds", "reference"], default=None)
+    parser.add_argument("--reference", default=None, help="a checkout of ChangfuXu/DEdgeAI")
+    parser.add_argument("--reference-python", default=None, help="a Python interpreter with PyTorch")
+    parser.add_argument("--reference-episodes", type=int, default=3)
     args = parser.parse_args()
+    if args.only == "reference" and not (args.reference and args.reference_python):
+        parser.error("--only reference needs --reference DIR and --reference-python PY")
     e = args.episodes
     if args.only in (None, "lad"):
         lad = in_subprocess("ddrl-ats", "dedgeai", e, 1)
@@ -72,7 +120,14 @@ def main() -> None:
             print(f"ddrl_amsa_8seeds_train_{e}ep_s: {eight['total_s']:.1f}")
             print(f"ddrl_amsa_8seeds_over_1seed: {eight['total_s'] / one['total_s']:.2f}")
             print(f"ddrl_amsa_8seeds_peak_rss_mib: {eight['peak_rss_mib']:.0f}")
-    print("reference_lad_ts: not timed (PyTorch is not installed on this machine)")
+    if args.reference and args.reference_python and args.only in (None, "reference"):
+        ref = reference_cpu_per_episode(args.reference, args.reference_python, args.reference_episodes)
+        ours = cpu_per_episode("ddrl-ats", "dedgeai", 10)
+        print(f"reference_lad_ts_cpu_s_per_episode: {ref:.1f}")
+        print(f"lad_ts_cpu_s_per_episode: {ours:.2f}")
+        print(f"reference_over_ours_cpu: {ref / ours:.0f}")
+    else:
+        print("reference_lad_ts: not timed (give --reference DIR --reference-python PY)")
 
 
 if __name__ == "__main__":
