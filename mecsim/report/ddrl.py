@@ -246,7 +246,7 @@ def amsa_paired(summary: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
                 continue
             cut = 100 * (1 - amsa[seeds] / other[seeds])
             lo, hi = bootstrap_interval(cut.to_numpy())
-            claim = AMSA_CLAIMS.get(base)
+            claim = AMSA_CLAIMS.get(base, math.nan)
             rows.append(
                 {
                     "setting": setting,
@@ -266,8 +266,8 @@ def amsa_paired(summary: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
 
 
 def claim_verdict(lo: float, hi: float, claim: float | None) -> str:
-    """An "at least ``claim`` %" claim against a 95 % interval of the reduction."""
-    if claim is None:
+    """An "at least ``claim`` %" claim against a 95 % interval of the reduction ("" without a claim)."""
+    if claim is None or not math.isfinite(claim):
         return ""
     if lo >= claim:
         return "reproduced"
@@ -293,7 +293,7 @@ def amsa_section(summary: pd.DataFrame, exp: Experiment) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in paired.itertuples():
-        claim = f"≥ {r.claim:.2f} %" if r.claim else "–"
+        claim = f"≥ {r.claim:.2f} %" if pd.notna(r.claim) else "–"
         lines.append(
             f"| {r.setting} | {r.baseline} | {r.seeds} | {r.amsa:.4f} | {r.baseline_makespan:.4f} "
             f"| {r.reduction:+.1f} % ({r.lo:+.1f} to {r.hi:+.1f}) | {r.wins}/{r.seeds} | {claim} | {r.verdict} |"
