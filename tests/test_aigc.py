@@ -254,3 +254,27 @@ def test_shipped_weights_repair_plausibly():
     repaired, hole = plausibility(out, labels), plausibility(x * mask, labels)
     assert repaired >= hole + 0.3, (repaired, hole)
     assert repaired >= 0.75
+
+
+def test_cost_fit_recovers_a_known_law_and_the_fragment_is_a_scenario():
+    import tomllib
+
+    import pandas as pd
+
+    from mecsim.aigc.cost import fit, scenario_fragment
+    from mecsim.config import Scenario
+
+    grid = [(b, s) for b in (1, 2, 4, 8) for s in (10, 25, 50)]
+    times = pd.DataFrame(
+        [{"images": b, "evaluations": s, "seconds": 0.03 + 0.002 * s + 0.001 * b * s} for b, s in grid]
+    )
+    best = fit(times)[0]
+    assert best.shape == "a + d·s + c·b·s" and best.r2 == pytest.approx(1.0)
+    assert (best.a, best.d, best.c) == pytest.approx((0.03, 0.002, 0.001))
+    text = scenario_fragment(best, 2.0, 16, times, evaluations=50)
+    doc = tomllib.loads(text)
+    scenario = Scenario(**doc["scenario"])
+    # a request of 8 images at s = 50: 2 GHz x (0.03 + 0.1 + 0.4) s = 1.06 Gcycles over 8 x 0.002 Mbit
+    mbit = 8 * 16 * 16 * 8 / 1.024e6
+    assert scenario.size_range[1] == pytest.approx(mbit, rel=1e-5)
+    assert scenario.density_range[0] == pytest.approx(1.06e9 / (mbit * 1.024e6), rel=1e-5)
