@@ -126,8 +126,11 @@ def test_paper_grid_counts_and_values():
     exp = load_experiment("paper")
     cells = exp.cells()
     # 31 distinct slotted points (10 + 10 + 10 + 4 sweep values, the default point shared by all four)
-    # x 7 methods, + 4 own presets differing from the common one, + 7 event cells; x 3 seeds
-    assert len(cells) == 3 * (31 * 7 + 4 + 7)
+    # x 7 methods, + 4 own presets differing from the common one, + 7 event cells, + ddrl-amsa at the slotted
+    # default point only (its own preset is the common one); x 3 seeds
+    assert len(cells) == 3 * (31 * 7 + 4 + 7 + 1)
+    amsa = [c for c in cells if c.method == "ddrl-amsa"]
+    assert {(c.scenario.model, c.scenario.deadline, c.scenario.arrival_prob) for c in amsa} == {("slotted", 1.0, 0.3)}
     assert {c.scenario.seed for c in cells} == {0, 1, 2}
     episodes = {c.method: c.episodes for c in cells}
     assert episodes == {
@@ -138,8 +141,9 @@ def test_paper_grid_counts_and_values():
         "amcoedge": 500,
         "smcoedge": 300,
         "drlcoedge": 400,
+        "ddrl-amsa": 500,
     }
-    assert {c.method for c in cells if c.learner} == {"amcoedge", "smcoedge", "drlcoedge"}
+    assert {c.method for c in cells if c.learner} == {"amcoedge", "smcoedge", "drlcoedge", "ddrl-amsa"}
     assert {c.engine for c in cells} == {"auto"}  # event cells fall back to the Python path by themselves
     # a per-method engine overrides the [run] engine
     quick = {c.method: c.engine for c in load_experiment("quick").cells()}
@@ -168,7 +172,8 @@ def test_paper_grid_counts_and_values():
         ("amcoedge", "amcoedge"),
         ("local", "amcoedge"),
     }
-    assert {c.method for c in default if c.scenario.model == "event"} == set(exp.methods)
+    # the event model's default point: the AMCoEdge paper's methods (ddrl-amsa trains on the slotted kernel only)
+    assert {c.method for c in default if c.scenario.model == "event"} == set(exp.methods) - {"ddrl-amsa"}
     # the default point lies on every sweep and is computed once
     amc = [c for c in cells if c.method == "amcoedge" and c.scenario == Scenario(seed=0)]
     assert len(amc) == 1
