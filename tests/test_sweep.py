@@ -130,7 +130,9 @@ def test_paper_grid_counts_and_values():
     # default point only (its own preset is the common one); x 3 seeds
     assert len(cells) == 3 * (31 * 7 + 4 + 7 + 1)
     amsa = [c for c in cells if c.method == "ddrl-amsa"]
-    assert {(c.scenario.model, c.scenario.deadline, c.scenario.arrival_prob) for c in amsa} == {("slotted", 1.0, 0.3)}
+    assert {(c.scenario.model, c.scenario.deadline, c.scenario.arrival_prob) for c in amsa} == {
+        ("slotted", 1.0, 0.3)
+    }
     assert {c.scenario.seed for c in cells} == {0, 1, 2}
     episodes = {c.method: c.episodes for c in cells}
     assert episodes == {
