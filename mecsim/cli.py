@@ -1,4 +1,4 @@
-"""Command line: ``mecsim run``, ``mecsim train``, ``mecsim schedulers``, ``mecsim config``."""
+"""Command line: ``mecsim run``, ``train``, ``schedulers``, ``config``, ``sweep``, ``plot``, ``cartpole``, ``aigc``."""
 
 from __future__ import annotations
 
