@@ -45,6 +45,11 @@ def measure(scheduler: str, preset: str, episodes: int, seeds: int) -> dict:
     return {"total_s": total, "compile_s": compiled, "peak_rss_mib": peak, "last50": last}
 
 
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def cpu_per_episode(scheduler: str, preset: str, episodes: int) -> float:
     """CPU seconds per training episode of ours (after a warm-up of `WARMUP` episodes), in this process."""
     from mecsim.backends.kernel.training import KernelTrainer
@@ -52,10 +57,9 @@ def cpu_per_episode(scheduler: str, preset: str, episodes: int) -> float:
 
     trainer = KernelTrainer(Scenario(preset=preset), scheduler, [0])
     trainer.run(WARMUP, timing=False)
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = cpu_seconds(resource.RUSAGE_SELF)
     trainer.run(episodes, first_episode=WARMUP, timing=False)
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / episodes
+    return (cpu_seconds(resource.RUSAGE_SELF) - before) / episodes
 
 
 def reference_cpu_per_episode(checkout: str, python: str, episodes: int) -> float:
@@ -77,10 +81,9 @@ def reference_cpu_per_episode(checkout: str, python: str, episodes: int) -> floa
             )
         main.write_text(text)
         (Path(tmp) / "results").mkdir()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before = cpu_seconds(resource.RUSAGE_CHILDREN)
         subprocess.run([python, "main_lad.py"], cwd=tmp, check=True, capture_output=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / episodes
+    return (cpu_seconds(resource.RUSAGE_CHILDREN) - before) / episodes
 
 
 def in_subprocess(scheduler: str, preset: str, episodes: int, seeds: int) -> dict:

@@ -169,7 +169,3 @@ class Repairer:
             self.model.params, data.to_model(x), m[..., None], kind, step, jax.random.PRNGKey(seed)
         )
         return data.from_model(out)
-
-    def replace(self, images, mask, steps: int = 100, seed: int = 0) -> np.ndarray:
-        """Plain replacement inpainting: RePaint without going back (``resamples = 1``)."""
-        return self.repair(images, mask, steps=steps, jump_length=1, resamples=1, seed=seed)

@@ -89,7 +89,7 @@ def make_step(cfg: TrainConfig, unet: UNetConfig):
         ema = optax.incremental_update(params, ema, 1.0 - cfg.ema_decay)
         return {"params": params, "ema": ema, "opt": opt_state, "key": key, "it": state["it"] + 1}, loss
 
-    return step, loss_fn
+    return step
 
 
 def initial_state(cfg: TrainConfig, unet: UNetConfig) -> dict:
@@ -111,7 +111,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> TrainResu
     ckpt = out.with_name(out.name + ".ckpt")
     unet = UNetConfig(side=data.image_side(cfg.dataset), channels=cfg.channels)
     images = jnp.asarray(data.to_model(data.load(cfg.dataset, "train").images))
-    step, _ = make_step(cfg, unet)
+    step = make_step(cfg, unet)
     state = initial_state(cfg, unet)
     if ckpt.is_file():
         saved = serialization.msgpack_restore(ckpt.read_bytes())

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from flax import serialization
 
@@ -65,7 +66,7 @@ def load(path: str | Path | None = None, dataset: str = "digits") -> Model:
             raise WeightsError(f"weights {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         unet = UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["unet"].items()})
         params = data["params"]
-        leaves = [np.asarray(x) for x in _leaves(params)]
+        leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
     except WeightsError:
         raise
     except Exception as err:  # noqa: BLE001 - msgpack and key errors alike mean a damaged file
@@ -78,15 +79,7 @@ def load(path: str | Path | None = None, dataset: str = "digits") -> Model:
     return Model(params, unet, meta["dataset"], int(meta["diffusion_steps"]), dict(meta.get("record", {})))
 
 
-def _leaves(tree) -> list:
-    if isinstance(tree, dict):
-        return [leaf for v in tree.values() for leaf in _leaves(v)]
-    return [tree]
-
-
 def _check_shapes(path: Path, unet: UNetConfig, params) -> None:
-    import jax
-
     from .unet import init_params
 
     expected = jax.eval_shape(lambda: init_params(unet, 0))
