@@ -80,6 +80,31 @@ from ..tasklog import TaskLog
 from .base import DelayModel, Terms, UrgentTimeout, freeze
 
 
+def linear_terms(caps, rates, backlog, link_wait, b, work, size, result=0.0, local_download=True):
+    """The event model's linear delay estimate of a task at BS ``b`` (lists, one entry per ES).
+
+    ES wait = backlog_i/f_i; a remote server's wait is the larger of that and its link's wait;
+    duration = work/f_i (+ size/r_i to a remote server, + result/r_i for a download). A zero
+    speed (a server or link down) gives an infinite term. Shared with the prototype's live model.
+    """
+    wait, duration, tx = [], [], []
+    for i, (f, r) in enumerate(zip(caps, rates)):
+        es_wait = backlog[i] / f if f > 0.0 else math.inf
+        compute = work / f if f > 0.0 else math.inf
+        if result and (i != b or local_download):
+            compute += result / r if r > 0.0 else math.inf
+        if i == b:
+            tx.append(0.0)
+            wait.append(es_wait)
+            duration.append(compute)
+        else:
+            lw = link_wait[i]
+            tx.append(lw)
+            wait.append(lw if lw > es_wait else es_wait)
+            duration.append(compute + (size / r if r > 0.0 else math.inf))
+    return wait, duration, tx
+
+
 class EventModel(DelayModel):
     """Event-driven delay model; see the module docstring for the physics and the estimates."""
 
@@ -204,30 +229,15 @@ class EventModel(DelayModel):
     def _terms(self, now: float, b: int, size: float, density: float, result: float = 0.0):
         """Linear delay estimate (wait, duration) and the state behind it, as Python lists; ``result``:
         Mbit to download (its link's queue is left out of the estimate)."""
-        n, caps, rates = self.n, self._caps, self._rates
+        caps, rates = self._caps, self._rates
         if self._seen:  # observable faults: the current speeds (0 while down: infinite terms)
             caps, rates = self._speeds_at(now)
         backlog = self._backlog_now(now)
-        link_free = self._link_free
-        base = b * n if self._pair else 0
-        work = size * density
-        wait, duration, tx = [], [], []
-        for i in range(n):
-            es_wait = backlog[i] / caps[i] if caps[i] > 0.0 else math.inf
-            compute = work / caps[i] if caps[i] > 0.0 else math.inf
-            if result and (i != b or self._local_download):
-                compute += result / rates[i] if rates[i] > 0.0 else math.inf
-            if i == b:
-                tx.append(0.0)
-                wait.append(es_wait)
-                duration.append(compute)
-            else:
-                link_wait = link_free[base + i] - now
-                if link_wait < 0.0:
-                    link_wait = 0.0
-                tx.append(link_wait)
-                wait.append(link_wait if link_wait > es_wait else es_wait)
-                duration.append(compute + (size / rates[i] if rates[i] > 0.0 else math.inf))
+        base = b * self.n if self._pair else 0
+        link_wait = [max(self._link_free[base + i] - now, 0.0) for i in range(self.n)]
+        wait, duration, tx = linear_terms(
+            caps, rates, backlog, link_wait, b, size * density, size, result, self._local_download
+        )
         return wait, duration, backlog, tx
 
     def _result_of(self, k: int) -> float:

@@ -1,0 +1,2 @@
+class PrototypeError(ValueError):
+    """The prototype cannot be built or run as asked; the message says which setting and why."""

@@ -1,0 +1,146 @@
+"""What an edge server runs: the image-repair model as a Dask worker plugin, and the task functions.
+
+`RepairService` loads the shipped weights once per worker and compiles every (images, steps)
+request shape at set-up (with JAX's persistent compilation cache, so later workers and runs load
+them), so no compilation lands inside a measured task. The task functions are plain module-level
+functions: a real cluster's workers import them from the installed package.
+
+A request is replacement sampling (RePaint with r = 1) with ``steps`` denoising steps, which costs
+``images x steps`` network evaluations. In loopback mode a worker has no CPU quota; its
+capacity is emulated by sleeping ``(1/share − 1)`` times the compute it just did (``slowdown``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from distributed import WorkerPlugin, get_worker
+
+PLUGIN = "mecsim-repair"
+WORKER_ENV = {
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "OMP_NUM_THREADS": "1",
+}
+"""Every worker (and the warm-up) computes on one thread: its CPU share is its capacity."""
+
+
+def compilation_cache() -> str:
+    return os.environ.get("MECSIM_JAX_CACHE", os.path.expanduser("~/.cache/mecsim/jax"))
+
+
+def enable_cache() -> None:
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", compilation_cache())
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def warm_shapes(max_images: int, step_choices) -> list[tuple[int, int]]:
+    return [(b, s) for s in step_choices for b in range(1, max_images + 1)]
+
+
+class RepairService(WorkerPlugin):
+    """The repair model on one worker; ``slowdown`` maps a worker name to its emulated CPU share (loopback)."""
+
+    name = PLUGIN
+
+    def __init__(self, max_images: int, step_choices, mask: str, slowdown: dict[str, float] | None = None):
+        self.max_images = max_images
+        self.step_choices = tuple(step_choices)
+        self.mask = mask
+        self.slowdown = dict(slowdown or {})
+        self.repairer = None
+        self.share = 1.0
+        self.warm_s = 0.0
+
+    def setup(self, worker) -> None:
+        started = time.perf_counter()
+        preloaded = _PRELOADED.get((self.max_images, self.step_choices))
+        self.repairer = preloaded or load_repairer(self.max_images, self.step_choices)
+        self.share = float(self.slowdown.get(str(worker.name), 1.0))
+        self.warm_s = time.perf_counter() - started
+
+
+def load_repairer(max_images: int, step_choices):
+    """The shipped model with every request shape compiled."""
+    enable_cache()
+    from ..aigc import weights
+    from ..aigc.repair import Repairer
+
+    repairer = Repairer(weights.load())
+    for b, s in warm_shapes(max_images, step_choices):
+        repairer.warm([b], s, 1, 1)
+    return repairer
+
+
+_PRELOADED: dict = {}
+SHAPES_ENV = "MECSIM_PROTOTYPE_SHAPES"
+
+
+def dask_setup(worker) -> None:
+    """``dask worker --preload mecsim.prototype.service``: load and compile before joining the scheduler.
+
+    The one-machine prototype uses it so that compilation happens before the CPU quotas are set;
+    the plugin then finds the model loaded. A real cluster's workers need not preload.
+    """
+    shapes = os.environ.get(SHAPES_ENV)
+    if shapes:
+        max_images, *steps = (int(v) for v in shapes.split(","))
+        _PRELOADED[(max_images, tuple(steps))] = load_repairer(max_images, steps)
+
+
+def _service() -> RepairService:
+    plugin = get_worker().plugins.get(PLUGIN)
+    if plugin is None or plugin.repairer is None:
+        raise RuntimeError(f"worker {get_worker().name}: the {PLUGIN} plugin is not set up")
+    return plugin
+
+
+def make_part(task_seed: int, first: int, count: int, mask: str) -> dict:
+    """A request's sub-batch, made where the request arrives (on its BS's worker): 8-bit images and mask."""
+    from ..aigc import data, masks
+
+    held = data.load("digits", "held-out").images
+    index = (task_seed * 7919 + first + np.arange(count)) % len(held)
+    picture = np.round(held[index] * 255).astype(np.uint8)
+    return {
+        "images": picture,
+        "mask": masks.make(mask, count, held.shape[1], seed=task_seed).astype(np.uint8),
+    }
+
+
+def repair_part(part: dict, steps: int, seed: int) -> dict:
+    """Repair one sub-batch; returns the 8-bit images and the compute interval (worker clock)."""
+    service = _service()
+    started = time.time()
+    out = service.repairer.repair(
+        part["images"] / 255.0, part["mask"], steps=int(steps), jump_length=1, resamples=1, seed=int(seed)
+    )
+    computed = time.time()
+    if service.share < 1.0:  # loopback: the labelled slowdown that stands in for a CPU quota
+        time.sleep((computed - started) * (1.0 / service.share - 1.0))
+    return {"images": np.round(out * 255).astype(np.uint8), "started": started, "ended": time.time()}
+
+
+def fetch(result: dict) -> float:
+    """Runs on the BS's worker once a remote sub-batch's result has arrived there; returns when it did."""
+    assert result["images"].dtype == np.uint8
+    return time.time()
+
+
+def echo(payload) -> float:
+    """Calibration: a payload made on one worker, received on another."""
+    return time.time()
+
+
+def payload(n_bytes: int) -> np.ndarray:
+    return np.zeros(n_bytes, np.uint8)
+
+
+def probe() -> dict:
+    """Calibration: this worker's name, PID and plugin state."""
+    service = get_worker().plugins.get(PLUGIN)
+    return {"name": str(get_worker().name), "pid": os.getpid(), "warm_s": getattr(service, "warm_s", None)}
