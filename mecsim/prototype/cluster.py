@@ -6,7 +6,7 @@ The root process never connects to a namespace address: it learns that a worker 
 worker's own log, and clients run inside the control namespace (`netns_prefix`).
 
 On a real cluster none of this runs: start ``dask worker ADDR --name ES<i> --resources ES<i>=1
---nthreads 1`` on each machine and give the scheduler's address to ``mecsim prototype run``.
+--nthreads 2`` on each machine and give the scheduler's address to ``mecsim prototype run``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
         _write_state(state)  # from here on, `down` can remove what exists
         echo(f"prototype: {mode} mode" + (f" ({why})" if why else "") + "; compiling the service")
         prewarm(config)
-        host = config.address(0) if mode == "netns" else "127.0.0.1"
+        host = config.address(0, "control") if mode == "netns" else "127.0.0.1"
         port = config.network.scheduler_port if mode == "netns" else 0
         state.pids["scheduler"] = _spawn(
             state.prefix("ctl")
@@ -144,7 +144,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
             state.pids[name] = _spawn(
                 state.prefix(f"es{i}")
                 + [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", state.scheduler_file,
-                   "--name", name, "--nthreads", "1", "--no-nanny", "--resources", f"{name}=1", "--host", host,
+                   "--name", name, "--nthreads", "2", "--no-nanny", "--resources", f"{name}=1", "--host", host,
                    "--no-dashboard", "--memory-limit", "0", "--death-timeout", "60",
                    "--local-directory", str(folder / f"es{i}"), "--preload", "mecsim.prototype.service"],
                 log,

@@ -61,12 +61,15 @@ class Network(BaseModel):
     mode: Literal["auto", "netns", "loopback"] = Field(
         "auto", description="netns: namespaces, veth, tc tbf, cgroup quotas (root); loopback: 127.0.0.1"
     )
-    subnet: str = Field("198.18.0.0/24", description="the namespaces' addresses; within 198.18.0.0/15")
-    burst_bytes: int = Field(1600, ge=1600, le=1_000_000, description="tbf bucket (at least one frame)")
+    subnet: str = Field("198.18.0.0/24", description="data plane (shaped links); within 198.18.0.0/15")
+    control_subnet: str = Field("198.18.1.0/24", description="control plane (scheduler), not shaped")
+    data_mtu: int = Field(
+        576, ge=576, le=9000, description="data-plane frame size (bytes); tbf's bucket is two frames"
+    )
     scheduler_port: int = Field(8786, ge=1024, le=65535)
     start_timeout_s: float = Field(90.0, gt=0, description="how long a worker may take to join")
 
-    @field_validator("subnet")
+    @field_validator("subnet", "control_subnet")
     @classmethod
     def _subnet(cls, text: str) -> str:
         try:
@@ -105,9 +108,10 @@ class PrototypeConfig(BaseModel):
         """ES ``i``'s cgroup CPU quota per period: its capacity in cores."""
         return max(1000, round(self.scenario.capacities[i] * period_us))
 
-    def address(self, node: int) -> str:
+    def address(self, node: int, plane: str = "data", with_prefix: bool = False) -> str:
         """Node 0 is the control namespace (scheduler, dispatcher); node i + 1 is ES i."""
-        return str(ipaddress.ip_network(self.network.subnet)[node + 1])
+        net = ipaddress.ip_network(self.network.subnet if plane == "data" else self.network.control_subnet)
+        return f"{net[node + 1]}/{net.prefixlen}" if with_prefix else str(net[node + 1])
 
     def check(self, cores: int) -> None:
         """What the scenario asks of this machine: quotas within its cores, rates tc can honour."""

