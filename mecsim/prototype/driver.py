@@ -22,12 +22,12 @@ from ..plugins import call_hook, make_scheduler
 from ..results import write_parquet
 from ..streams import stream
 from ..tasklog import TaskLog, episode_metrics
+from . import service
 from .config import PrototypeConfig
 from .errors import PrototypeError
 from .live import LiveModel
 from .phases import subtask_phases, task_phases
 from .requests import requests_of
-from . import service
 from .service import RepairService
 
 

@@ -67,10 +67,8 @@ class RepairService(WorkerPlugin):
 def load_repairer(max_images: int, step_choices):
     """The shipped model with every request shape compiled."""
     enable_cache()
-    from ..aigc import weights
+    from ..aigc import data, masks, weights
     from ..aigc.repair import Repairer
-
-    from ..aigc import data, masks
 
     held = data.load("digits", "held-out").images  # cached: make_part reads it
     repairer = Repairer(weights.load())
