@@ -1,4 +1,5 @@
-"""Command line: ``mecsim run``, ``train``, ``schedulers``, ``config``, ``sweep``, ``plot``, ``cartpole``, ``aigc``."""
+"""Command line: ``mecsim run``, ``train``, ``schedulers``, ``config``, ``sweep``, ``plot``, ``cartpole``, ``aigc``,
+``prototype``."""
 
 from __future__ import annotations
 
@@ -47,10 +48,11 @@ class _Errors(click.Group):
 
 def _message(err: Exception) -> str:
     from .aigc.errors import AigcError
+    from .prototype.errors import PrototypeError
     from .results import OutputError
     from .sweep.schema import SweepError
 
-    if isinstance(err, (ConfigError, SchedulerError, SweepError, OutputError, AigcError)):
+    if isinstance(err, (ConfigError, SchedulerError, SweepError, OutputError, AigcError, PrototypeError)):
         return str(err)
     if isinstance(err, OSError) and err.filename:
         return f"{err.filename}: {err.strerror}"
@@ -372,3 +374,7 @@ if __name__ == "__main__":  # pragma: no cover
 from .aigc.cli import aigc as aigc_group  # noqa: E402 - the subcommand group lives with the service
 
 main.add_command(aigc_group)
+
+from .prototype.cli import prototype as prototype_group  # noqa: E402 - the prototype's commands live with it
+
+main.add_command(prototype_group)

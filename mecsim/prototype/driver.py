@@ -19,15 +19,16 @@ import pandas as pd
 
 from ..config import Scenario
 from ..plugins import call_hook, make_scheduler
-from ..results import write_parquet
+from ..results import write_parquet, write_text
 from ..streams import stream
 from ..tasklog import TaskLog, episode_metrics
 from . import service
+from .calibrate import calibrate, calibrated_values
 from .config import PrototypeConfig
 from .errors import PrototypeError
 from .live import LiveModel
 from .phases import subtask_phases, task_phases
-from .requests import requests_of
+from .requests import requests_of, sim_scenario
 from .service import RepairService
 
 
@@ -129,24 +130,53 @@ def sample_repairs(client, model: LiveModel, count: int = 8) -> dict:
     return {"original": cat(originals), "mask": cat(masks), "repaired": cat(repaired)}
 
 
+def learner_checkpoints(spec: dict, scenario: Scenario, out: Path) -> dict[str, str]:
+    """Checkpoints for the learning schedulers: given ones, else trained now in the simulator (event model)."""
+    from ..plugins import resolve_scheduler
+    from ..training import train
+
+    checkpoints = dict(spec["checkpoints"])
+    for name in spec["schedulers"]:
+        if name in checkpoints or getattr(resolve_scheduler(name), "save", None) is None:
+            continue
+        started = time.time()
+        result = train(scenario, name, spec["train_episodes"], out_dir=out / "checkpoints" / name, eval_episodes=0,
+                       progress=False, engine="python")  # fmt: skip
+        checkpoints[name] = str(result.checkpoint)
+        print(f"{name}: trained {spec['train_episodes']} episodes in the simulator ({time.time() - started:.0f} s), "
+              f"online make-span (last 20) {result.online_mean(20):.3f} s", flush=True)  # fmt: skip
+    return checkpoints
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     out = Path(spec["out"])
     config, client = connect(spec)
-    scenario = Scenario.model_validate(spec["scenario"])  # what schedulers are told (nominal or calibrated)
     tasks, subtasks, episodes = [], [], []
     sample = {}
     try:
+        calibration = spec.get("calibration")
+        if calibration is None:
+            started = time.time()
+            calibration = calibrate(client, config, repeats=spec["calibration_repeats"])
+            write_text(out / "calibration.json", json.dumps(calibration, indent=1))
+            print(f"calibrated in {time.time() - started:.0f} s: capacities "
+                  f"{[round(r['capacity'], 3) for r in calibration['compute']]} cores, rates "
+                  f"{[round(r['rate'], 4) for r in calibration['links']]} Mbit/s", flush=True)  # fmt: skip
+        # what schedulers are told, and what the simulator is given: the calibrated system
+        scenario = sim_scenario(config, *calibrated_values(calibration, config))
+        checkpoints = learner_checkpoints(spec, scenario, out)
         runs = [(rep, name) for rep in range(spec["repetitions"]) for name in spec["schedulers"]]
         for n, (rep, name) in enumerate(runs):
             seed = spec["seed"] + rep
-            scheduler = build_scheduler(name, scenario, seed, spec["checkpoints"].get(name))
+            scheduler = build_scheduler(name, scenario, seed, checkpoints.get(name))
             kill = None
             if spec.get("kill") and n == len(runs) - 1:
                 kill = (spec["kill"]["es"], spec["kill"]["at_s"], spec["kill"]["pid"])
             started = time.time()
             t, s, m, model = run_one(config, client, scenario, name, scheduler, seed, f"r{rep}-{name}", kill)
             m["repetition"], t["repetition"], s["repetition"] = rep, rep, rep
+            m["killed_es"] = kill[0] if kill is not None else -1
             tasks.append(t)
             subtasks.append(s)
             episodes.append(m)
@@ -159,8 +189,6 @@ def main(spec_path: str) -> int:
                 f"re-dispatched {m['redispatched']} ({time.time() - started:.0f} s)",
                 flush=True,
             )
-            if kill is not None:
-                episodes[-1]["killed_es"] = kill[0]
             time.sleep(spec.get("pause_s", 1.0))  # let the workers drain between runs
     finally:
         client.close()
