@@ -7,10 +7,23 @@ both from the SimPy path and from inside the kernel is therefore traced the same
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+
+CACHE_ENV = "MECSIM_JAX_CACHE"
+"""Where compiled executables are kept on disk (JAX's persistent compilation cache), so that worker
+processes and later runs reuse what one process compiled; "off" disables it."""
+
+
+def compilation_cache_dir() -> str | None:
+    """The persistent compilation cache's folder ($MECSIM_JAX_CACHE, default ~/.cache/mecsim/jax), None if off."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mecsim" / "jax"
+    cache = os.environ.get(CACHE_ENV) or str(default)
+    return None if cache == "off" else cache
 
 
 @lru_cache(maxsize=1)

@@ -6,9 +6,10 @@ fit t_i(b, s) = a_i + c_i·b·s; the simulator charges b·s·c_nominal / f_i, so
 capacity is f_i = c_nominal / c_i. The intercept a_i (a per-request cost the model does not have)
 is reported beside it.
 
-Links: payloads of several sizes made on one worker and consumed on ES i, the transfer interval
-taken from Dask's task stream. A fit t = a + 8·bytes / rate gives the effective rate into ES i
-(headers, acknowledgements and pacing included) and a per-transfer latency a, also reported.
+Links: real sub-batches (1, half and all of ``max_images`` images) made on one worker and consumed
+on ES i, the transfer interval taken from Dask's task stream. A fit t = a + 8·image_bytes / rate
+gives the effective rate into ES i (headers, acknowledgements and pacing included) and a
+per-transfer latency a (framing and the request), which the event model does not have.
 
 Dask's own cost: the client's round trip of an empty task on each worker (median).
 """
@@ -20,10 +21,8 @@ import time
 import numpy as np
 
 from . import service
-from .config import PrototypeConfig
+from .config import IMAGE_BYTES, PrototypeConfig
 from .service import warm_shapes
-
-PAYLOAD_BYTES = (512, 2048, 4096, 8192)
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -61,21 +60,24 @@ def compute(client, config: PrototypeConfig, repeats: int = 3) -> list[dict]:
 
 
 def links(client, config: PrototypeConfig, repeats: int = 3) -> list[dict]:
-    """Per ES: fit of the transfer time into it against payload bytes, and the effective rate (Mbit/s)."""
+    """Per ES: fit of the time to move a real sub-batch into it against its image bytes; the effective rate."""
     out = []
     client.get_task_stream()
+    sizes = sorted({1, max(1, config.service.max_images // 2), config.service.max_images})
     for i in range(config.n_es):
         source = (i + 1) % config.n_es
         keys = []
-        for n_bytes in PAYLOAD_BYTES:
+        started = time.time()
+        for images in sizes:
             for _ in range(repeats):
-                p = client.submit(service.payload, n_bytes, workers=[f"ES{source}"], pure=False)
-                e = client.submit(service.echo, p, workers=[f"ES{i}"], pure=False)
+                part = client.submit(
+                    service.make_part, 0, 0, images, config.service.mask, workers=[f"ES{source}"], pure=False
+                )
+                e = client.submit(service.echo, part, workers=[f"ES{i}"], pure=False)
                 e.result()
-                keys.append((str(e.key), n_bytes))
-                del p, e  # the next payload is made afresh (nothing cached at ES i)
-        started = time.time() - 600
-        stream = {str(r["key"]): r for r in client.get_task_stream(start=started)}
+                keys.append((str(e.key), images * IMAGE_BYTES))
+                del part, e  # the next one is made afresh (nothing cached at ES i)
+        stream = {str(r["key"]): r for r in client.get_task_stream(start=started - 1)}
         xs, ys = [], []
         for key, n_bytes in keys:
             transfers = [

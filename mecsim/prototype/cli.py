@@ -202,7 +202,8 @@ def _provenance(config: PrototypeConfig, state) -> dict:
     }  # fmt: skip
     if state.mode == "netns":
         info["links"] = [fabric.shaping(i) for i in range(config.n_es)]
-        info["cpu_quota_us_per_100ms"] = [config.quota_us(i) for i in range(config.n_es)]
+        info["cpu_quota_us"] = [config.quota_us(i, fabric.PERIOD_US) for i in range(config.n_es)]
+        info["cpu_period_us"] = fabric.PERIOD_US
     elif state.mode == "loopback":
         info["capacity_emulation"] = (
             "labelled slowdown: a worker sleeps (1/capacity - 1) x its compute; no shaping"

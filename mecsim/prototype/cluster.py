@@ -20,10 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..jaxconfig import CACHE_ENV, compilation_cache_dir
 from . import fabric
 from .config import PrototypeConfig
 from .errors import PrototypeError
-from .service import SHAPES_ENV, WORKER_ENV, compilation_cache
+from .service import SHAPES_ENV, WORKER_ENV
 
 DASK_ENV = {
     # a task pinned to a dead worker's resource fails after 5 s instead of waiting forever
@@ -33,6 +34,9 @@ DASK_ENV = {
     "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
     "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "30s",
 }
+
+
+SCHEDULER_START_S = 60.0
 
 
 def state_dir() -> Path:
@@ -77,7 +81,7 @@ def resolve_mode(requested: str) -> tuple[str, str | None]:
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, **WORKER_ENV, **DASK_ENV, "MECSIM_JAX_CACHE": compilation_cache(), **extra}
+    return {**os.environ, **WORKER_ENV, **DASK_ENV, CACHE_ENV: compilation_cache_dir() or "off", **extra}
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
@@ -136,7 +140,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
         )  # fmt: skip
         _write_state(state)
         _wait_for(lambda: Path(state.scheduler_file).exists(), "the Dask scheduler", folder / "scheduler.log",
-                  config.network.start_timeout_s, state, "scheduler")  # fmt: skip
+                  SCHEDULER_START_S, state, "scheduler", "")  # fmt: skip
         for i in range(config.n_es):
             name = f"ES{i}"
             host = config.address(i + 1) if mode == "netns" else "127.0.0.1"
@@ -156,7 +160,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
         for i in range(config.n_es):
             log = folder / f"es{i}.log"
             _wait_for(lambda log=log: "Registered to" in log.read_text(errors="replace"), f"worker ES{i}", log,
-                      config.network.start_timeout_s, state, f"ES{i}")  # fmt: skip
+                      config.network.start_timeout_s, state, f"ES{i}", "network.start_timeout_s = ")  # fmt: skip
         if mode == "netns":  # compiled and joined: now each worker gets its share of the CPU
             for i in range(config.n_es):
                 fabric.set_quota(i, config.quota_us(i, fabric.PERIOD_US))
@@ -167,7 +171,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
     return state
 
 
-def _wait_for(ready, what: str, log: Path, timeout: float, state: State, pid_name: str) -> None:
+def _wait_for(ready, what: str, log: Path, timeout: float, state: State, pid_name: str, setting: str) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         pid = state.pids[pid_name]
@@ -175,7 +179,7 @@ def _wait_for(ready, what: str, log: Path, timeout: float, state: State, pid_nam
             raise PrototypeError(f"{what} exited before it was ready; its log ends:\n    {_tail(log)}")
         if time.monotonic() > deadline:
             raise PrototypeError(
-                f"{what} did not start within network.start_timeout_s = {timeout:g} s; everything the "
+                f"{what} did not start within {setting}{timeout:g} s; everything the "
                 f"prototype started was removed. Its log ends:\n    {_tail(log)}"
             )
         time.sleep(0.1)

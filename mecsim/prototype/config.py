@@ -67,7 +67,9 @@ class Network(BaseModel):
         576, ge=576, le=9000, description="data-plane frame size (bytes); tbf's bucket is two frames"
     )
     scheduler_port: int = Field(8786, ge=1024, le=65535)
-    start_timeout_s: float = Field(90.0, gt=0, description="how long a worker may take to join")
+    start_timeout_s: float = Field(
+        90.0, gt=0, description="how long a worker may take to load the service and join"
+    )
 
     @field_validator("subnet", "control_subnet")
     @classmethod
@@ -104,8 +106,8 @@ class PrototypeConfig(BaseModel):
         """ES ``i``'s link rate as tc reads it (kbit/s, 1000 bits)."""
         return self.scenario.rates[i] * self.scenario.bits_per_mbit / 1000
 
-    def quota_us(self, i: int, period_us: int = 100_000) -> int:
-        """ES ``i``'s cgroup CPU quota per period: its capacity in cores."""
+    def quota_us(self, i: int, period_us: int) -> int:
+        """ES ``i``'s cgroup CPU quota per period: its capacity in cores (the kernel's least is 1 ms)."""
         return max(1000, round(self.scenario.capacities[i] * period_us))
 
     def address(self, node: int, plane: str = "data", with_prefix: bool = False) -> str:

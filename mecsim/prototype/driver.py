@@ -126,8 +126,12 @@ def sample_repairs(client, model: LiveModel, count: int = 8) -> dict:
         repaired.append(r["images"])
     if not done:
         return {}
-    cat = lambda xs: np.concatenate(xs)[:count] / 255.0  # noqa: E731
-    return {"original": cat(originals), "mask": cat(masks), "repaired": cat(repaired)}
+    cat = lambda xs: np.concatenate(xs)[:count]  # noqa: E731
+    return {
+        "original": cat(originals) / 255.0,
+        "mask": cat(masks).astype(float),
+        "repaired": cat(repaired) / 255.0,
+    }
 
 
 def learner_checkpoints(spec: dict, scenario: Scenario, out: Path) -> dict[str, str]:

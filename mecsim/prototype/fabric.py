@@ -39,7 +39,7 @@ BRIDGE_NS = "mecsim-br"
 CONTROL_NS = "mecsim-ctl"
 CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
 CGROUP = CGROUP_ROOT / "mecsim-prototype"
-PERIOD_US = 100_000
+PERIOD_US = 10_000  # short: a throttled worker (its event loop too) waits at most 10 ms for its next share
 PEAK = 1.05
 """tbf's peak rate over its rate: a burst drains at most this much faster than the link (one frame
 goes at once), so small transfers are shaped too rather than sent whole from the bucket."""
@@ -88,7 +88,6 @@ def build(config: PrototypeConfig) -> None:
     nodes = [CONTROL_NS] + [es_namespace(i) for i in range(config.n_es)]
     mtu = config.network.data_mtu
     frame = mtu + 64  # what tbf counts of one packet: the IP packet and its link-layer header
-    burst = 2 * frame
     _run("ip", "netns", "add", BRIDGE_NS)
     for bridge in ("br0", "br1"):
         _run("ip", "-n", BRIDGE_NS, "link", "add", bridge, "type", "bridge")
@@ -123,18 +122,36 @@ def build(config: PrototypeConfig) -> None:
             _run("ip", "-n", BRIDGE_NS, "link", "set", port, "master", bridge)
             _run("ip", "-n", BRIDGE_NS, "link", "set", port, "up")
         if n:  # the data port towards ES n-1 sends at its rate: uploads into that ES share this link
-            kbit = config.rate_kbit(n - 1)
-            _run(
-                "tc", "-n", BRIDGE_NS, "qdisc", "add", "dev", f"p{n}", "root", "tbf",
-                "rate", f"{kbit:.3f}kbit", "burst", str(burst), "limit", "1000000",
-                "peakrate", f"{PEAK * kbit:.3f}kbit", "mtu", str(frame),
-            )  # fmt: skip
+            shape(f"p{n}", config.rate_kbit(n - 1), frame)
     CGROUP.mkdir(exist_ok=True)
     for i in range(config.n_es):
         group = CGROUP / f"es{i}"
         group.mkdir(exist_ok=True)
         (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (group / "cpu.cfs_quota_us").write_text("-1")  # no limit while the service compiles (`set_quota`)
+
+
+def shape(port: str, kbit: float, frame: int) -> None:
+    """Pace ``port`` at ``kbit`` with tbf; packets under 256 bytes (requests, acknowledgements) skip it.
+
+    The links and the payloads are both scaled down (kbit/s and kB instead of Mbit/s and MB) so
+    that a transfer takes a visible share of a task; a request or an acknowledgement does not scale,
+    and queued behind image data at a few kbit/s it would cost as much as the data itself.
+    """
+    tc = ("tc", "-n", BRIDGE_NS)
+    # htb only sorts (both classes far faster than the link; this kernel has no prio qdisc): class 1
+    # for small packets, class 2 (the default) for the rest, which the tbf under it paces
+    _run(*tc, "qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "2")
+    for cls in ("1:1", "1:2"):
+        _run(*tc, "class", "add", "dev", port, "parent", "1:", "classid", cls, "htb", "rate", "1000mbit",
+             "quantum", "1514")  # fmt: skip
+    _run(
+        *tc, "qdisc", "add", "dev", port, "parent", "1:2", "handle", "20:", "tbf", "rate", f"{kbit:.3f}kbit",
+        "burst", str(2 * frame), "limit", "1000000", "peakrate", f"{PEAK * kbit:.3f}kbit", "mtu", str(frame),
+    )  # fmt: skip
+    # IPv4 total length (bytes 2-3 of the header) below 256: its high byte is 0
+    _run(*tc, "filter", "add", "dev", port, "parent", "1:", "protocol", "ip", "prio", "1",
+         "u32", "match", "u16", "0x0000", "0xff00", "at", "2", "flowid", "1:1")  # fmt: skip
 
 
 def set_quota(i: int, quota_us: int) -> None:
@@ -149,7 +166,7 @@ def join_cgroup(i: int, pid: int) -> None:
 
 def shaping(i: int) -> str:
     """tc's report of ES ``i``'s link (for provenance)."""
-    return _run("tc", "-n", BRIDGE_NS, "qdisc", "show", "dev", f"p{i + 1}").strip()
+    return " / ".join(_run("tc", "-n", BRIDGE_NS, "qdisc", "show", "dev", f"p{i + 1}").strip().splitlines())
 
 
 def kill(pids, grace_s: float = 5.0) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 PHASES = ("upload", "queueing", "compute", "download", "overhead")
+DETAIL = ("input_ready", "before_upload", "before_download", "after_download")
 
 
 def _intervals(record: dict | None, action: str) -> list[tuple[float, float]]:
@@ -52,9 +53,18 @@ def subtask_phases(stream: list[dict], subtasks, arrivals: dict[int, float]) -> 
             "download": sum(b - a for a, b in downloads),
         }
         phase["overhead"] = span - sum(phase.values())
+        # the overhead's parts: until the input exists; hand-overs around the upload and the download
+        detail = {
+            "input_ready": part_done - arrivals[sub.k],
+            "before_upload": (uploads[0][0] - part_done) if uploads else 0.0,
+            "before_download": (downloads[0][0] - c_stop) if downloads else 0.0,
+            "after_download": sub.end - (downloads[-1][1] if downloads else c_stop),
+        }
         rows.append({"row": sub.k, "es": sub.es, "images": sub.images, "steps": sub.steps, "attempt": sub.attempt,
-                     "span": span, "end": sub.end, **phase})  # fmt: skip
-    return pd.DataFrame(rows, columns=["row", "es", "images", "steps", "attempt", "span", "end", *PHASES])
+                     "span": span, "end": sub.end, **phase, **detail})  # fmt: skip
+    return pd.DataFrame(
+        rows, columns=["row", "es", "images", "steps", "attempt", "span", "end", *PHASES, *DETAIL]
+    )
 
 
 def task_phases(sub: pd.DataFrame, n_tasks: int) -> pd.DataFrame:

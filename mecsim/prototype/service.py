@@ -27,15 +27,16 @@ WORKER_ENV = {
 """Every worker (and the warm-up) computes on one thread: its CPU share is its capacity."""
 
 
-def compilation_cache() -> str:
-    return os.environ.get("MECSIM_JAX_CACHE", os.path.expanduser("~/.cache/mecsim/jax"))
-
-
 def enable_cache() -> None:
+    """Use the package's persistent compilation cache (`mecsim.jaxconfig.compilation_cache_dir`)."""
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", compilation_cache())
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    from ..jaxconfig import compilation_cache_dir
+
+    cache = compilation_cache_dir()
+    if cache is not None:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def warm_shapes(max_images: int, step_choices) -> list[tuple[int, int]]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..jaxconfig import compilation_cache_dir
 from ..tables import git_commit
 from .cells import Experiment, load_experiment
 from .planning import calibration, cost, estimate, plan, plan_batches
@@ -39,17 +40,12 @@ from .worker import EVENT_TOPIC, THREAD_ENV, attempt, compute_batch, each
 
 ADDRESS_ENV = "MECSIM_DASK_ADDRESS"
 
-# Compiled kernels are kept on disk (JAX's persistent compilation cache), so that workers and later
-# runs reuse what one process compiled; "off" disables it.
-CACHE_ENV = "MECSIM_JAX_CACHE"
-
 
 def worker_environment() -> dict[str, str]:
     """Environment of local worker processes: one thread each, and the shared compilation cache."""
     env = dict(THREAD_ENV)
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mecsim" / "jax"
-    cache = os.environ.get(CACHE_ENV) or str(default)
-    if cache != "off" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    cache = compilation_cache_dir()
+    if cache is not None and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return env
