@@ -188,7 +188,7 @@ def _check_run(out: Path, schedulers: list[str], config) -> pd.DataFrame:
     episodes = pd.read_parquet(out / "episodes.parquet")
     assert sorted(tasks["scheduler"].unique()) == sorted(schedulers)
     expected = int((requests_of(config, 0).images[: config.scenario.decision_slots] > 0).sum())
-    for name, g in tasks.groupby("scheduler"):  # every task of the trace, once
+    for _, g in tasks.groupby("scheduler"):  # every task of the trace, once
         assert len(g) == expected
         assert not g.duplicated(["slot", "bs", "task"]).any()
         fractions = np.stack(g["fractions"].to_numpy())
