@@ -18,7 +18,7 @@ from mecsim.cli import main
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
 from mecsim.prototype import cluster, fabric
-from mecsim.prototype.cli import default_config
+from mecsim.prototype.cli import DEFAULT_SCHEDULERS, QUICK, default_config
 from mecsim.prototype.compare import Replay
 from mecsim.prototype.config import PrototypeError, load
 from mecsim.prototype.phases import subtask_phases, task_phases
@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def config():
     return load(default_config())
+
+
+@pytest.fixture
+def quick_config():
+    return load(default_config(), QUICK)
 
 
 # -- splitting a request ------------------------------------------------------------------------------
@@ -117,7 +122,8 @@ def test_phases_from_a_task_stream_by_hand():
 @pytest.mark.parametrize(
     "overrides, names",
     [
-        ({"scenario.capacities": [1.5, 1.5, 1.5]}, ["scenario.capacities", "4.5"]),
+        ({"scenario.capacities": [0.9, 0.9, 0.9]}, ["scenario.capacities", "2.7"]),
+        ({"scenario.capacities": [0.5, 1.5, 0.1]}, ["capacities[1] = 1.5", "at most 1 core"]),
         ({"scenario.rates": [0.03, 0.000001, 0.05]}, ["scenario.rates[1]", "kbit/s"]),
         ({"scenario.model": "slotted", "scenario.link_topology": "pair"}, ["scenario.model"]),
         ({"scenario.density_range": [100.0, 200.0]}, ["density_range", "step_choices"]),
@@ -211,7 +217,7 @@ def _check_run(out: Path, schedulers: list[str], config) -> pd.DataFrame:
 @pytest.mark.skipif(
     fabric.available() is not None, reason=f"namespace mode unavailable: {fabric.available()}"
 )
-def test_quick_run_in_namespaces_with_a_worker_killed(tmp_path, config):
+def test_quick_run_in_namespaces_with_a_worker_killed(tmp_path, quick_config):
     """All default schedulers on the emulated network; ES1 is SIGKILLed 1 s into the last run."""
     _require_nothing_up()
     out = tmp_path / "run"
@@ -219,8 +225,7 @@ def test_quick_run_in_namespaces_with_a_worker_killed(tmp_path, config):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "netns mode" in done.stdout
     assert _leftovers() == []
-    schedulers = ["random", "local", "best-single", "optimal", "amcoedge"]
-    tasks = _check_run(out, schedulers, config)
+    tasks = _check_run(out, list(DEFAULT_SCHEDULERS), quick_config)
     killed = tasks[tasks["scheduler"] == "amcoedge"]
     late = killed[killed["arrival_time"] >= 2.0]  # the kill lands at 1 s
     at_bs1, others = late[late["bs"] == 1], late[late["bs"] != 1]
@@ -239,7 +244,7 @@ def test_quick_run_in_namespaces_with_a_worker_killed(tmp_path, config):
 
 
 @pytest.mark.slow
-def test_quick_run_on_loopback(tmp_path, config):
+def test_quick_run_on_loopback(tmp_path, quick_config):
     _require_nothing_up()
     out = tmp_path / "run"
     done = _mecsim(
@@ -248,7 +253,7 @@ def test_quick_run_on_loopback(tmp_path, config):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "loopback mode" in done.stdout
     assert _leftovers() == []
-    _check_run(out, ["local", "optimal"], config)
+    _check_run(out, ["local", "optimal"], quick_config)
     assert "labelled slowdown" in (out / "provenance.json").read_text()
 
 

@@ -17,7 +17,18 @@ from . import cluster, fabric
 from .config import PrototypeConfig, load
 from .errors import PrototypeError
 
-DEFAULT_SCHEDULERS = ("random", "local", "best-single", "optimal", "amcoedge")
+DEFAULT_SCHEDULERS = (
+    "random",
+    "local",
+    "best-single",
+    "optimal",
+    "smcoedge",
+    "drlcoedge",
+    "ddrl-amsa",
+    "amcoedge",
+)
+"""AMCoEdge last (a --kill-worker run hits it), after the paper's three representative methods
+(RandCoEdge = random, SMCoEdge, DRLCoEdge), the diffusion-policy DDRL-AMSA and the references."""
 QUICK = {"scenario.slots": 4}
 
 
@@ -152,6 +163,69 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
     text = summarise(out, config, provenance, {**ckpt, **trained})
     click.echo("\n".join(line for line in text.splitlines() if line.startswith("- ")))
     click.echo(f"-> {out}/summary.md, tasks.parquet, episodes.parquet, prototype.png, grid.png")
+
+
+@prototype.command("calibrate")
+@config_option
+@set_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="folder for calibration.json, calibrated.toml",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="a running cluster's Dask scheduler file; nothing is started")  # fmt: skip
+@click.option("--force", is_flag=True, help="write into a non-empty --out")
+def calibrate_command(config_path, sets, out, repeats, scheduler_file, force) -> None:
+    """Measure each ES's compute speed and each link's rate; write the calibrated event-model scenario.
+
+    OUT/calibrated.toml runs in the simulator as is: ``mecsim run --config OUT/calibrated.toml``.
+    """
+    import tomli_w
+
+    from ..results import prepare_output, write_text
+    from .calibrate import calibrated_values
+    from .requests import sim_scenario
+
+    config = _config(config_path, sets)
+    out = prepare_output(out, "--out", force=force, directory=True).resolve()
+    spec = {"config": config.model_dump(mode="json"), "schedulers": [], "checkpoints": {}, "seed": 0,
+            "repetitions": 0, "train_episodes": 1, "calibration_repeats": repeats, "out": str(out),
+            "calibration": None, "calibrate_only": True}  # fmt: skip
+    with _cleanup_on_signals():
+        state, owned = _cluster_for(config, scheduler_file)
+        try:
+            spec["scheduler_file"], spec["mode"] = state.scheduler_file, state.mode
+            _drive(state, spec, out)
+        finally:
+            if owned:
+                cluster.down(echo=click.echo)
+    calibration = json.loads((out / "calibration.json").read_text())
+    scenario = sim_scenario(config, *calibrated_values(calibration, config))
+    header = f"# the prototype's event-model scenario, calibrated {time.strftime('%Y-%m-%d %H:%M')} ({state.mode} mode)\n"
+    write_text(
+        out / "calibrated.toml",
+        header + tomli_w.dumps({"scenario": scenario.model_dump(mode="json", exclude_none=True)}),
+    )
+    for c, link in zip(calibration["compute"], calibration["links"]):
+        click.echo(f"ES{c['es']}: capacity {c['capacity']:.3f} cores (nominal {c['nominal_capacity']:g}), "
+                   f"link {link['rate']:.4f} Mbit/s (nominal {link['nominal_rate']:g})")  # fmt: skip
+    click.echo(f"-> {out}/calibration.json, {out}/calibrated.toml")
+
+
+def _drive(state, spec: dict, out: Path) -> None:
+    """Run the driver where the scheduler is reachable (inside the control namespace on one machine)."""
+    spec_path = out / ".spec.json"
+    spec_path.write_text(json.dumps(spec))
+    try:
+        done = subprocess.run(cluster.driver_command(state) + ["mecsim.prototype.driver", str(spec_path)],
+                              env=cluster.client_env())  # fmt: skip
+    finally:
+        spec_path.unlink(missing_ok=True)
+    if done.returncode:
+        raise PrototypeError(f"the dispatcher failed (exit {done.returncode}); its messages are above")
 
 
 @prototype.command("report")

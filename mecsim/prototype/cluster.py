@@ -117,8 +117,7 @@ def up(config: PrototypeConfig, echo=print) -> State:
             f"{time.strftime('%H:%M:%S', time.localtime(current.started))}); run `mecsim prototype down` first"
         )
     mode, why = resolve_mode(config.network.mode)
-    if mode == "netns":
-        config.check(os.cpu_count() or 1)
+    config.check(os.cpu_count() or 1)
     folder = state_dir()
     folder.mkdir(parents=True, exist_ok=True)
     state = State(mode, str(folder / "scheduler.json"), {}, config.n_es, time.time(), why)

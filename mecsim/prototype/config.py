@@ -126,6 +126,12 @@ class PrototypeConfig(BaseModel):
             raise PrototypeError(
                 "scenario.result_range: the prototype's results are the repaired images; leave it unset"
             )
+        over = [f"capacities[{i}] = {f:g}" for i, f in enumerate(sc.capacities) if f > 1.0]
+        if over:
+            raise PrototypeError(
+                f"scenario.{', '.join(over)} cores: a worker computes on one thread, so an ES's capacity "
+                f"(its CPU quota) can be at most 1 core"
+            )
         total = sum(sc.capacities)
         if total > cores + 1e-9:
             raise PrototypeError(

@@ -114,6 +114,16 @@ def build_scheduler(name: str, scenario: Scenario, seed: int, checkpoint: str | 
     return scheduler
 
 
+def warm_scheduler(config, scenario: Scenario, scheduler, seed: int) -> None:
+    """A learner decides once in the simulator on the run's trace first: its compiled decision functions
+    (one per number of tasks in a slot) are then built before the timed run, not inside it."""
+    if getattr(scheduler, "save", None) is None:
+        return  # not a learner: nothing to compile, and its random state stays that of a fresh one
+    from ..engine import Simulation
+
+    Simulation(scenario, scheduler).run_episode(0, trace=requests_of(config, seed).trace(config))
+
+
 def sample_repairs(client, model: LiveModel, count: int = 8) -> dict:
     """Inputs and outputs of up to ``count`` images repaired in this run (fetched from the workers)."""
     done = [s for s in model.subtasks if s.end is not None][:count]
@@ -164,6 +174,8 @@ def main(spec_path: str) -> int:
             started = time.time()
             calibration = calibrate(client, config, repeats=spec["calibration_repeats"])
             write_text(out / "calibration.json", json.dumps(calibration, indent=1))
+            if spec.get("calibrate_only"):
+                return 0
             print(f"calibrated in {time.time() - started:.0f} s: capacities "
                   f"{[round(r['capacity'], 3) for r in calibration['compute']]} cores, rates "
                   f"{[round(r['rate'], 4) for r in calibration['links']]} Mbit/s", flush=True)  # fmt: skip
@@ -174,6 +186,7 @@ def main(spec_path: str) -> int:
         for n, (rep, name) in enumerate(runs):
             seed = spec["seed"] + rep
             scheduler = build_scheduler(name, scenario, seed, checkpoints.get(name))
+            warm_scheduler(config, scenario, scheduler, seed)
             kill = None
             if spec.get("kill") and n == len(runs) - 1:
                 kill = (spec["kill"]["es"], spec["kill"]["at_s"], spec["kill"]["pid"])
@@ -196,6 +209,8 @@ def main(spec_path: str) -> int:
             time.sleep(spec.get("pause_s", 1.0))  # let the workers drain between runs
     finally:
         client.close()
+    if not tasks:
+        return 0
     write_parquet(pd.concat(tasks, ignore_index=True), out / "runs-tasks.parquet")
     write_parquet(pd.concat(subtasks, ignore_index=True), out / "runs-subtasks.parquet")
     write_parquet(pd.DataFrame(episodes), out / "runs-episodes.parquet")
