@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mecsim.cli import main
+from mecsim.config import load_scenario
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
 from mecsim.prototype import cluster, fabric
@@ -154,11 +155,13 @@ def test_bad_configuration_names_the_field(overrides, needle):
 
 
 def test_the_cli_refuses_an_unknown_scheduler_without_a_traceback(tmp_path):
+    before = cluster.read_state()
     result = CliRunner().invoke(main, ["prototype", "run", "--quick", "--schedulers", "local,nosuch",
                                        "--out", str(tmp_path / "o")])  # fmt: skip
     assert result.exit_code != 0
     assert "nosuch" in result.output and "Traceback" not in result.output
-    assert cluster.read_state() is None
+    assert cluster.read_state() == before  # refused before anything was started
+    assert not (tmp_path / "o").exists()
 
 
 def test_down_with_nothing_up_says_so():
@@ -270,6 +273,12 @@ def test_up_twice_then_a_worker_that_never_starts(tmp_path):
         bad = _mecsim("run", "--quick", "--out", str(tmp_path / "x"), "--set", "scenario.n_bs=2",
                       "--set", "scenario.capacities=[0.5,0.5]", "--set", "scenario.rates=[0.04,0.04]", *mode)  # fmt: skip
         assert bad.returncode != 0 and "n_bs = 2" in bad.stderr and "3 ESs" in bad.stderr
+        # calibrate the prototype that is up; its scenario runs in the simulator as is
+        cal = _mecsim("calibrate", "--repeats", "1", "--out", str(tmp_path / "cal"), *mode)
+        assert cal.returncode == 0, cal.stdout[-2000:] + cal.stderr[-2000:]
+        scenario = load_scenario(tmp_path / "cal" / "calibrated.toml")
+        assert scenario.model == "event" and scenario.n_bs == 3 and all(f > 0 for f in scenario.capacities)
+        assert Simulation(scenario, make_scheduler("local", scenario)).run_episode(0).metrics["n_tasks"] > 0
     finally:
         assert _mecsim("down").returncode == 0
     assert _leftovers() == []

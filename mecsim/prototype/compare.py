@@ -9,7 +9,9 @@ the calibrated scenario twice:
   simulator rank the schedulers as the prototype does (Kendall τ of mean make-spans)?
 
 The model's terms for the sub-batch that ended last (upload x·d/r_i, compute x·w/f_i, download
-x·res/r_i) are set beside the measured phases, to show which phase the model gets wrong.
+x·res/r_i, and what its make-span leaves for waiting) are set beside the measured phases, to show
+which phase the model gets wrong. A third replay uses capacities fitted on the runs' own compute
+times (in sample): how much of the gap a calibration under load would close.
 """
 
 from __future__ import annotations
@@ -39,34 +41,40 @@ class Replay:
         return self.fractions[(obs.slot, obs.bs, obs.task)]
 
 
-def simulate(
-    config: PrototypeConfig, calibration_values, tasks: pd.DataFrame, checkpoints: dict
-) -> pd.DataFrame:
-    """Per task of the prototype's runs: its make-span in the model, replayed and free."""
+def run_capacities(config: PrototypeConfig, subtasks: pd.DataFrame) -> list[float]:
+    """Each ES's capacity as the runs' own sub-batches give it, in sample: their total compute time over their
+    images·steps (a per-request cost spread over the work, as the model can only take it), which is what a
+    calibration under the load of the runs would give."""
+    caps = []
+    for i in range(config.n_es):
+        g = subtasks[subtasks["es"] == i]
+        per_image_step = g["compute"].sum() / (g["images"] * g["steps"]).sum()
+        caps.append(config.service.seconds_per_evaluation / per_image_step)
+    return caps
+
+
+def simulate(config, calibration_values, tasks: pd.DataFrame, checkpoints: dict, loaded_capacities=None):
+    """Per task of the prototype's runs: its make-span in the model, replayed and free, and replayed with
+    ``loaded_capacities`` (fitted on the runs, `run_capacities`) where given."""
     scenario = sim_scenario(config, *calibration_values)
+    loaded = (
+        None if loaded_capacities is None else sim_scenario(config, loaded_capacities, calibration_values[1])
+    )
     frames = []
     for (name, seed), real in tasks.groupby(["scheduler", "seed"], sort=False):
         trace = requests_of(config, int(seed)).trace(config)
         keys = list(zip(real["slot"], real["bs"], real["task"]))
         replay = Replay({key: np.asarray(f, float) for key, f in zip(keys, real["fractions"])})
         replayed = Simulation(scenario, replay).run_episode(0, trace=trace).log
-        free = Simulation(
-            scenario, build_scheduler(name, scenario, int(seed), checkpoints.get(name))
-        ).run_episode(0, trace=trace)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "scheduler": name,
-                    "seed": seed,
-                    "slot": replayed.slot,
-                    "bs": replayed.bs,
-                    "task": replayed.task,
-                    "sim_replay_makespan": replayed.makespan,
-                    "sim_replay_latency": replayed.latency,
-                    "sim_free_makespan": free.log.makespan,
-                }
-            )  # fmt: skip
+        scheduler = build_scheduler(name, scenario, int(seed), checkpoints.get(name))
+        free = Simulation(scenario, scheduler).run_episode(0, trace=trace).log
+        frame = pd.DataFrame({"scheduler": name, "seed": seed, "slot": replayed.slot, "bs": replayed.bs,
+                              "task": replayed.task, "sim_replay_makespan": replayed.makespan,
+                              "sim_replay_latency": replayed.latency, "sim_free_makespan": free.makespan})  # fmt: skip
+        frame["sim_loaded_latency"] = (
+            np.nan if loaded is None else Simulation(loaded, replay).run_episode(0, trace=trace).log.latency
         )
+        frames.append(frame)
     sim = pd.concat(frames, ignore_index=True)
     return tasks.merge(sim, on=["scheduler", "seed", "slot", "bs", "task"], how="left", validate="one_to_one")
 
@@ -87,6 +95,9 @@ def model_phases(config: PrototypeConfig, calibration_values, tasks: pd.DataFram
         "model_download_s": np.where(remote, images * config.result_mbit / rates[i], 0.0),
     })  # fmt: skip
     out[~ok] = np.nan
+    # what the model leaves for waiting: its make-span less its terms (the critical ES taken as the prototype's)
+    terms = out[["model_upload_s", "model_compute_s", "model_download_s"]].sum(axis=1)
+    out["model_queueing_s"] = (tasks["sim_replay_latency"].to_numpy() - terms).clip(lower=0.0)
     return out
 
 
@@ -108,11 +119,16 @@ def sim_to_real(joined: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             "mean_error_replay": g["sim_replay_makespan"].mean() / g["makespan"].mean() - 1,
             "mean_error_free": g["sim_free_makespan"].mean() / g["makespan"].mean() - 1,
             "task_mape_replay": float(ape[done["scheduler"] == name].mean()),
+            "sim_loaded_mean_latency": g["sim_loaded_latency"].mean(),
+            "real_mean_latency": g["latency"].mean(),
         })  # fmt: skip
     table = pd.DataFrame(rows)
     tau = stats.kendalltau(table["real_mean_makespan"], table["sim_free_mean_makespan"]).statistic
+    loaded_ape = (done["sim_loaded_latency"] - done["latency"]).abs() / done["latency"]
     overall = {
         "task_mape_replay": float(ape.mean()),
+        "task_mape_loaded": float(loaded_ape.mean()),
+        "mean_error_loaded": float(done["sim_loaded_latency"].mean() / done["latency"].mean() - 1),
         "mean_error_replay": float(joined["sim_replay_makespan"].mean() / joined["makespan"].mean() - 1),
         "mean_error_free": float(joined["sim_free_makespan"].mean() / joined["makespan"].mean() - 1),
         "kendall_tau": float(tau) if np.isfinite(tau) else float("nan"),
