@@ -66,7 +66,7 @@ def prototype() -> None:
 def up_command(config_path, sets) -> None:
     """Build the emulated network and start the scheduler and one worker per ES (idempotent)."""
     config = _config(config_path, sets)
-    state = cluster.read_state()
+    state = cluster.running_state()
     if state is not None:
         click.echo(f"prototype already up ({state.mode} mode, {state.n_es} ESs); nothing changed")
         return
@@ -254,7 +254,7 @@ def _cluster_for(config: PrototypeConfig, scheduler_file: str | None):
         return cluster.State(
             "remote", str(Path(scheduler_file).resolve()), {}, config.n_es, time.time()
         ), False
-    state = cluster.read_state()
+    state = cluster.running_state()
     if state is not None:
         if state.n_es != config.n_es:
             raise PrototypeError(

@@ -70,6 +70,15 @@ def read_state() -> State | None:
     return State(**json.loads(path.read_text()))
 
 
+def running_state() -> State | None:
+    """The prototype that is up, or None; what a killed run left behind (its scheduler dead) is removed."""
+    state = read_state()
+    if state is not None and not fabric._alive(state.pids.get("scheduler", -1)):
+        down(echo=lambda *_: None)
+        return None
+    return state
+
+
 def resolve_mode(requested: str) -> tuple[str, str | None]:
     """The mode that will run, and why namespace mode does not (None when it does)."""
     why = fabric.available()
@@ -110,7 +119,7 @@ def prewarm(config: PrototypeConfig) -> None:
 
 def up(config: PrototypeConfig, echo=print) -> State:
     """Build the network (namespace mode), start the scheduler and one worker per ES, wait until all joined."""
-    current = read_state()
+    current = running_state()
     if current is not None:
         raise PrototypeError(
             f"the prototype is already up ({current.mode} mode, {current.n_es} ESs, since "

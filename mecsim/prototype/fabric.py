@@ -189,6 +189,8 @@ def kill(pids, grace_s: float = 5.0) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
