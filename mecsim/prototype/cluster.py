@@ -73,7 +73,7 @@ def read_state() -> State | None:
 def running_state() -> State | None:
     """The prototype that is up, or None; what a killed run left behind (its scheduler dead) is removed."""
     state = read_state()
-    if state is not None and not fabric._alive(state.pids.get("scheduler", -1)):
+    if state is not None and not fabric.alive(state.pids.get("scheduler", -1)):
         down(echo=lambda *_: None)
         return None
     return state
@@ -183,7 +183,7 @@ def _wait_for(ready, what: str, log: Path, timeout: float, state: State, pid_nam
     deadline = time.monotonic() + timeout
     while not ready():
         pid = state.pids[pid_name]
-        if not fabric._alive(pid):
+        if not fabric.alive(pid):
             raise PrototypeError(f"{what} exited before it was ready; its log ends:\n    {_tail(log)}")
         if time.monotonic() > deadline:
             raise PrototypeError(
@@ -205,7 +205,7 @@ def down(echo=print) -> list[str]:
     state = read_state()
     removed = []
     if state is not None:
-        alive = {name: pid for name, pid in state.pids.items() if fabric._alive(pid)}
+        alive = {name: pid for name, pid in state.pids.items() if fabric.alive(pid)}
         fabric.kill(list(alive.values()))
         removed += [f"process {name} ({pid})" for name, pid in alive.items()]
     if fabric.available() is None:

@@ -171,7 +171,7 @@ def shaping(i: int) -> str:
 
 def kill(pids, grace_s: float = 5.0) -> None:
     """SIGTERM each process group, then SIGKILL what is left after ``grace_s``."""
-    pids = [p for p in pids if _alive(p)]
+    pids = [p for p in pids if alive(p)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             for send in (os.killpg, os.kill):  # a group leader's whole group, else the process
@@ -182,13 +182,13 @@ def kill(pids, grace_s: float = 5.0) -> None:
                     continue
         deadline = time.monotonic() + grace_s
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if alive(p)]
             time.sleep(0.05)
         if not pids:
             return
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
