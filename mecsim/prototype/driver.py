@@ -46,9 +46,9 @@ def connect(spec: dict):
         )
     slowdown = None
     if spec["mode"] == "loopback":  # no CPU quotas: emulate each ES's share by a labelled slowdown
-        slowdown = {f"ES{i}": min(1.0, f) for i, f in enumerate(config.scenario.capacities)}
-    service = config.service
-    client.register_plugin(RepairService(service.max_images, service.step_choices, service.mask, slowdown))
+        slowdown = {f"ES{i}": f for i, f in enumerate(config.scenario.capacities)}  # checked <= 1 core
+    svc = config.service
+    client.register_plugin(RepairService(svc.max_images, svc.step_choices, svc.mask, slowdown))
     warm_up(client, config)
     client.get_task_stream()  # installs the task-stream recorder before any measured task
     return config, client

@@ -27,7 +27,9 @@ waits longer than ``drain_timeout_s``.
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -65,7 +67,6 @@ class SubTask:
     attempt: int = 0
     keys: dict = field(default_factory=dict)
     futures: list = field(default_factory=list)
-    submitted: float = 0.0  # wall clock
     end: float | None = None
     error: str | None = None
 
@@ -91,20 +92,16 @@ class LiveModel(DelayModel):
         """The slot loop in real time, then wait for every task; ``kill``: (ES, seconds, pid) to SIGKILL."""
         env = simpy.rt.RealtimeEnvironment(factor=1.0, strict=False)
         self.clock0 = time.time()  # wall time of slot 0: the environment's real-time origin
-        self.killed = None
         if kill is not None:
             env.process(self._kill(env, *kill))
         env.process(self.process(env, trace, log))
         env.run()
         self._finish(drain_timeout_s)
 
-    def _kill(self, env, es: int, at: float, pid: int):
-        import os
-        import signal
-
+    @staticmethod
+    def _kill(env, es: int, at: float, pid: int):
         yield env.timeout(at)
-        os.kill(pid, signal.SIGKILL)
-        self.killed = (es, time.time())
+        os.kill(pid, signal.SIGKILL)  # ES ``es``'s worker, without warning
 
     def start(self, env, log: TaskLog) -> None:
         super().start(env, log)
@@ -161,7 +158,6 @@ class LiveModel(DelayModel):
                 if decision.fractions is not None
                 else self.allocate(terms, decision.subset[j])
             )
-            self.log.fractions[k] = fractions
             self._send(now, k, np.asarray(fractions, float), terms.wait, terms.duration)
 
     def _send(self, now: float, k: int, fractions: np.ndarray, wait, duration) -> None:
@@ -210,7 +206,6 @@ class LiveModel(DelayModel):
         )
         sub.keys = {"part": part.key, "repair": repaired.key, "fetch": fetched.key}
         sub.futures = [part, repaired, fetched]
-        sub.submitted = time.time()
         self.outstanding[sub.es] += sub.work
         fetched.add_done_callback(lambda _f, sub=sub: self._done.put(sub))
 
