@@ -164,6 +164,18 @@ def test_the_cli_refuses_an_unknown_scheduler_without_a_traceback(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "address, needle",
+    [("tcp://198.18.1.1:8786", "must not connect"), ("no/such/scheduler.json", "neither an address")],
+)
+def test_a_scheduler_address_the_root_namespace_must_not_use_is_refused(tmp_path, address, needle):
+    before = cluster.read_state()
+    result = CliRunner().invoke(main, ["prototype", "run", "--quick", "--scheduler-address", address,
+                                       "--out", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code != 0 and needle in result.output and "Traceback" not in result.output
+    assert cluster.read_state() == before
+
+
 def test_down_with_nothing_up_says_so():
     _require_nothing_up()
     result = CliRunner().invoke(main, ["prototype", "down"])

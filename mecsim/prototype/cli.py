@@ -103,11 +103,12 @@ def down_command() -> None:
 @click.option(
     "--kill-at", type=click.FloatRange(min=0), default=5.0, show_default=True, help="seconds into that run"
 )
-@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="a running cluster's Dask scheduler file (workers named ES0..ES<B-1>); nothing is started")  # fmt: skip
+@click.option("--scheduler-address", "scheduler_address", default=None, metavar="ADDRESS|FILE",
+              help="a running Dask cluster (workers named ES0..ES<B-1> with resources ES<i>=1): its scheduler's "
+                   "address (tcp://host:port) or scheduler file; nothing is started here")  # fmt: skip
 @click.option("--force", is_flag=True, help="write into a non-empty --out")
 def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, train_episodes, checkpoints,
-                calibration, kill_worker, kill_at, scheduler_file, force) -> None:  # fmt: skip
+                calibration, kill_worker, kill_at, scheduler_address, force) -> None:  # fmt: skip
     """Run schedulers on the prototype over the same traces; compare with the event model; write OUT/."""
     from ..plugins import resolve_scheduler
     from ..results import prepare_output, write_text
@@ -136,7 +137,7 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
         write_text(out / "calibration.json", Path(calibration).read_text())
     started = time.time()
     with _cleanup_on_signals():
-        state, owned = _cluster_for(config, scheduler_file)
+        state, owned = _cluster_for(config, scheduler_address)
         try:
             spec["scheduler_file"], spec["mode"] = state.scheduler_file, state.mode
             if kill_worker is not None:
@@ -175,10 +176,10 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
     help="folder for calibration.json, calibrated.toml",
 )
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--scheduler-file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="a running cluster's Dask scheduler file; nothing is started")  # fmt: skip
+@click.option("--scheduler-address", "scheduler_address", default=None, metavar="ADDRESS|FILE",
+              help="a running Dask cluster's scheduler address or scheduler file; nothing is started here")  # fmt: skip
 @click.option("--force", is_flag=True, help="write into a non-empty --out")
-def calibrate_command(config_path, sets, out, repeats, scheduler_file, force) -> None:
+def calibrate_command(config_path, sets, out, repeats, scheduler_address, force) -> None:
     """Measure each ES's compute speed and each link's rate; write the calibrated event-model scenario.
 
     OUT/calibrated.toml runs in the simulator as is: ``mecsim run --config OUT/calibrated.toml``.
@@ -195,7 +196,7 @@ def calibrate_command(config_path, sets, out, repeats, scheduler_file, force) ->
             "repetitions": 0, "train_episodes": 1, "calibration_repeats": repeats, "out": str(out),
             "calibration": None, "calibrate_only": True}  # fmt: skip
     with _cleanup_on_signals():
-        state, owned = _cluster_for(config, scheduler_file)
+        state, owned = _cluster_for(config, scheduler_address)
         try:
             spec["scheduler_file"], spec["mode"] = state.scheduler_file, state.mode
             _drive(state, spec, out)
@@ -248,12 +249,23 @@ def report_command(out, config_path, sets) -> None:
     click.echo(f"-> {out}/summary.md")
 
 
-def _cluster_for(config: PrototypeConfig, scheduler_file: str | None):
+def _cluster_for(config: PrototypeConfig, scheduler_address: str | None):
     """(state, whether this command owns it): a given cluster, the prototype already up, or a new one."""
-    if scheduler_file:
-        return cluster.State(
-            "remote", str(Path(scheduler_file).resolve()), {}, config.n_es, time.time()
-        ), False
+    if scheduler_address:
+        target = scheduler_address
+        host = target.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        if "://" in target and _in_emulated_range(host):
+            raise PrototypeError(
+                f"--scheduler-address {target}: an address of the emulated network, which this (root) namespace "
+                f"must not connect to; to use the prototype that is up, leave --scheduler-address out"
+            )
+        if "://" not in target:  # a scheduler file
+            if not Path(target).is_file():
+                raise PrototypeError(
+                    f"--scheduler-address {target!r}: neither an address (tcp://host:port) nor a scheduler file"
+                )
+            target = str(Path(target).resolve())
+        return cluster.State("remote", target, {}, config.n_es, time.time()), False
     state = cluster.running_state()
     if state is not None:
         if state.n_es != config.n_es:
@@ -263,6 +275,17 @@ def _cluster_for(config: PrototypeConfig, scheduler_file: str | None):
             )
         return state, False
     return cluster.up(config, echo=click.echo), True
+
+
+def _in_emulated_range(host: str) -> bool:
+    import ipaddress
+
+    from .config import SAFE_NETWORK
+
+    try:
+        return ipaddress.ip_address(host) in SAFE_NETWORK
+    except ValueError:
+        return False
 
 
 def _provenance(config: PrototypeConfig, state) -> dict:

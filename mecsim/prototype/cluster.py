@@ -6,7 +6,8 @@ The root process never connects to a namespace address: it learns that a worker 
 worker's own log, and clients run inside the control namespace (`netns_prefix`).
 
 On a real cluster none of this runs: start ``dask worker ADDR --name ES<i> --resources ES<i>=1
---nthreads 2`` on each machine and give the scheduler's address to ``mecsim prototype run``.
+--nthreads 2`` on each machine and give the scheduler's address to ``mecsim prototype run
+--scheduler-address``.
 """
 
 from __future__ import annotations
@@ -50,15 +51,15 @@ def state_dir() -> Path:
 @dataclass
 class State:
     mode: str  # "netns" or "loopback"
-    scheduler_file: str
+    scheduler_file: str  # or, for a cluster started elsewhere ("remote"), its scheduler's address
     pids: dict[str, int]  # process name -> PID (its process group)
     n_es: int
     started: float
     why_loopback: str | None = None
 
     def prefix(self, node: str) -> list[str]:
-        """Command prefix running a program on ``node`` ("ctl" or "es<i>")."""
-        if self.mode == "loopback":
+        """Command prefix running a program on ``node`` ("ctl" or "es<i>"): inside its namespace in namespace mode."""
+        if self.mode != "netns":
             return []
         return fabric.netns_exec(fabric.CONTROL_NS if node == "ctl" else f"{fabric.PREFIX}{node}")
 

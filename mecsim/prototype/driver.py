@@ -36,8 +36,12 @@ def connect(spec: dict):
     from distributed import Client
 
     config = PrototypeConfig.model_validate(spec["config"])
-    client = Client(scheduler_file=spec["scheduler_file"], timeout=spec.get("connect_timeout_s", 60))
-    client.wait_for_workers(config.n_es, timeout=spec.get("connect_timeout_s", 60))
+    target, timeout = spec["scheduler_file"], spec.get("connect_timeout_s", 60)
+    if "://" in target:  # a cluster started elsewhere, by its scheduler's address
+        client = Client(target, timeout=timeout)
+    else:
+        client = Client(scheduler_file=target, timeout=timeout)
+    client.wait_for_workers(config.n_es, timeout=timeout)
     names = sorted(str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values())
     expected = [f"ES{i}" for i in range(config.n_es)]
     if names != expected:
