@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mecsim.report import plot_experiment
 from mecsim.report.claims import verdict
 from mecsim.report.data import reference_reruns, rerun_default
-from mecsim.report.stats import seed_spread, t_interval
+from mecsim.report.stats import band, percentile_interval, seed_spread
 from mecsim.report.table import spread_section
 from mecsim.results import write_parquet
 from mecsim.sweep import compute_cell, label, load_experiment, part_path
@@ -44,12 +47,35 @@ values = [0.05, 1.0]
 """
 
 
-def test_t_interval_by_hand():
-    low, high = t_interval([1.0, 2.0, 3.0])
-    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 dof) * sd 1 / sqrt(3)
-    assert low == pytest.approx(2.0 - half) and high == pytest.approx(2.0 + half)
-    assert t_interval([0.5]) == (0.5, 0.5)
-    assert all(math.isnan(v) for v in t_interval([]))
+def test_percentile_interval_by_hand():
+    # two values: resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4, so the 2.5 % and 97.5 %
+    # points are the two values themselves
+    assert percentile_interval([0.0, 1.0]) == (0.0, 1.0)
+    low, high = percentile_interval([1.0, 2.0, 3.0])
+    assert 1.0 <= low < 2.0 < high <= 3.0
+    assert percentile_interval([1.0, 2.0, 3.0]) == (low, high)  # deterministic
+    assert percentile_interval([0.5]) == (0.5, 0.5) and percentile_interval([0.2, 0.2]) == (0.2, 0.2)
+    assert all(math.isnan(v) for v in percentile_interval([]))
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=12))
+def test_a_rates_interval_stays_within_its_values_and_zero_to_one(rates):
+    low, high = percentile_interval(rates)
+    assert min(rates) - 1e-12 <= low <= high <= max(rates) + 1e-12
+    assert 0.0 <= low and high <= 1.0
+
+
+def test_band_is_percentile_interval_per_group():
+    rows = pd.DataFrame({
+        "method": ["a"] * 3 + ["b"] * 6,
+        "episode": [0, 0, 0, 0, 0, 0, 0, 0, 0],
+        "v": [0.1, 0.4, 0.2, 1.0, 0.0, 1.0, 1.0, np.nan, 0.0],
+    })  # fmt: skip
+    out = band(rows, ["method", "episode"], "v").set_index("method")
+    for method, g in rows.groupby("method"):
+        assert (out.loc[method, "lo"], out.loc[method, "hi"]) == percentile_interval(g["v"])
+        assert out.loc[method, "count"] == g["v"].notna().sum()
+    assert out.loc["b", "lo"] >= 0.0 and out.loc["b", "hi"] <= 1.0
 
 
 def test_seed_spread_by_hand():

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..config import Scenario, build_scenario
 from ..sweep import Experiment
+from .stats import INTERVAL_NOTE
 
 LAST_EPISODES = 50
 FIRST_EPISODES = 10  # a learner's exploring start (its greedy probability is still below 6 %)
@@ -24,7 +25,8 @@ START_FIT_MIN_RUNS = 6  # fewer runs leave the start-end line's prediction inter
 METRIC_NOTE = (
     f"Per seed: mean of the last {LAST_EPISODES} online episodes for learners (the paper's metric), "
     f"of all episodes for heuristics; failed tasks count at the deadline. "
-    f"Lines: mean over seeds; bands/bars: 95% t-interval over seeds."
+    f"Lines: mean over seeds; intervals (bands, bars, [low, high] in tables): {INTERVAL_NOTE}; "
+    f"dots: one seed each."
 )
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..sweep import Experiment
 from .data import with_settings
-from .stats import band
+from .stats import INTERVAL_NOTE, band
 
 # spec §8.2, read off the published learning-curve figure: (plateau over episodes 300-350 in s, convergence episode)
 DEDGEAI_READOFFS = {
@@ -190,7 +190,7 @@ def dedgeai_verdicts(runs: pd.DataFrame) -> list[str]:
 
 
 def dedgeai_figure(df: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
-    """Learning curves (mean over seeds, 95 % t-band), the published plateaus and convergence episodes."""
+    """Learning curves (mean over seeds, bootstrap band), the published plateaus and convergence episodes."""
     from .figures import _palette, _save, _setup
 
     online = df[df["phase"] == "online"].sort_values(["method", "seed", "episode"]).copy()
@@ -222,8 +222,8 @@ def dedgeai_figure(df: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Pat
     ax.set_title(f"{exp.name}: online learning curves, {seeds} seeds, trailing mean over 10 episodes")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     caption = (
-        "Lines: mean over seeds of the online mean delay (exploration included, as published); bands: 95% "
-        "t-interval over seeds. Dashed over episodes 300-350 (shaded): the published plateaus; dotted: the "
+        "Lines: mean over seeds of the online mean delay (exploration included, as published); bands: "
+        f"{INTERVAL_NOTE}. Dashed over episodes 300-350 (shaded): the published plateaus; dotted: the "
         "published convergence episodes (both read off the paper's figure)."
     )
     return _save(fig, out_dir, "dedgeai-curves", caption)

@@ -34,7 +34,7 @@ from .data import (
     start_fit_runs,
     with_settings,
 )
-from .stats import band, predict_from_start, t_interval
+from .stats import INTERVAL_NOTE, band, percentile_interval, predict_from_start
 
 SMOOTH_EPISODES = 10
 PUBLISHED_NAMES = {
@@ -114,7 +114,7 @@ def sweep_figures(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment,
                     y=metric,
                     hue="method",
                     style="preset" if presets > 1 else None,
-                    errorbar=t_interval,
+                    errorbar=percentile_interval,
                     err_style="band",
                     marker="o",
                     palette=palette,
@@ -252,7 +252,7 @@ def convergence_figures(
         fig.tight_layout(rect=(0, 0.05, 1, 1))
         caption = (
             f"Per-episode online metrics (exploration included, as published), trailing mean over "
-            f"{SMOOTH_EPISODES} episodes; bands: 95% t-interval over seeds."
+            f"{SMOOTH_EPISODES} episodes; bands: {INTERVAL_NOTE}."
         )
         if comparable and model == "slotted":
             caption += (
@@ -274,7 +274,8 @@ def default_figures(
 
 
 def default_figure(data: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[Path]:
-    """Every method at the default point, one bar per setting (mean and 95 % t-interval over seeds)."""
+    """Every method at the default point, one bar per setting (mean, bootstrap interval over seeds, and
+    each seed's value as a dot)."""
     plt, sns = _setup()
     order = [m for m in exp.methods if m in set(data["method"])]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -288,11 +289,15 @@ def default_figure(data: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[P
             y=metric,
             hue="setting",
             order=order,
-            errorbar=t_interval,
+            errorbar=percentile_interval,
             capsize=0.1,
             ax=ax,
             err_kws={"linewidth": 1},
         )
+        sns.stripplot(
+            data=data, x="method", y=metric, hue="setting", order=order, dodge=True, ax=ax,
+            color="0.15", size=3, alpha=0.7, legend=False, jitter=False,
+        )  # fmt: skip
         if metric == "makespan" and comparable_to_published(exp):
             _published_stars(ax, order, published_default(), 90, "published (own preset, last 50)")
         ax.set_ylabel(ylabel)

@@ -20,18 +20,18 @@ from .data import (
     rerun_default,
     start_fit_runs,
 )
-from .stats import predict_from_start, seed_spread, t_interval
+from .stats import percentile_interval, predict_from_start, seed_spread
 
 
 def _fmt(values: pd.Series, digits: int = 4) -> str:
     x = values.dropna()
     if x.empty:
         return "n/a"
-    lo, hi = t_interval(x)
+    lo, hi = percentile_interval(x)
     mean = float(x.mean())
     if x.size < 2:
         return f"{mean:.{digits}f} (1 seed)"
-    return f"{mean:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _means(rows: pd.DataFrame) -> dict[str, float]:
