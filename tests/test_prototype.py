@@ -176,6 +176,18 @@ def test_a_scheduler_address_the_root_namespace_must_not_use_is_refused(tmp_path
     assert cluster.read_state() == before
 
 
+@pytest.mark.parametrize(
+    "content, needle",
+    [("{not json", "not a calibration.json"),
+     ('{"compute": [{}, {}], "links": [{}, {}]}', "measured [2] ESs but scenario.n_bs = 3")],
+)  # fmt: skip
+def test_a_calibration_that_does_not_fit_is_refused(tmp_path, content, needle):
+    (tmp_path / "cal.json").write_text(content)
+    result = CliRunner().invoke(main, ["prototype", "run", "--quick", "--calibration", str(tmp_path / "cal.json"),
+                                       "--out", str(tmp_path / "o")])  # fmt: skip
+    assert result.exit_code != 0 and needle in result.output and "Traceback" not in result.output
+
+
 def test_down_with_nothing_up_says_so():
     _require_nothing_up()
     result = CliRunner().invoke(main, ["prototype", "down"])

@@ -131,7 +131,7 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
         "config": config.model_dump(mode="json"), "schedulers": names, "checkpoints": ckpt, "seed": seed,
         "repetitions": repetitions or (1 if quick else 5), "train_episodes": train_episodes or (20 if quick else 300),
         "calibration_repeats": 1 if quick else 3, "out": str(out),
-        "calibration": json.loads(Path(calibration).read_text()) if calibration else None,
+        "calibration": _read_calibration(calibration, config) if calibration else None,
     }  # fmt: skip
     if calibration:
         write_text(out / "calibration.json", Path(calibration).read_text())
@@ -146,15 +146,7 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
                                          f"{sorted(k for k in state.pids if k.startswith('ES'))}")  # fmt: skip
                 spec["kill"] = {"es": int(kill_worker[2:]), "at_s": kill_at, "pid": state.pids[kill_worker]}
             provenance = _provenance(config, state)
-            spec_path = out / ".spec.json"
-            spec_path.write_text(json.dumps(spec))
-            done = subprocess.run(cluster.driver_command(state) + ["mecsim.prototype.driver", str(spec_path)],
-                                  env=cluster.client_env())  # fmt: skip
-            spec_path.unlink()
-            if done.returncode:
-                raise PrototypeError(
-                    f"the dispatcher failed (exit {done.returncode}); its messages are above"
-                )
+            _drive(state, spec, out)
         finally:
             if owned:
                 cluster.down(echo=click.echo)
@@ -214,6 +206,22 @@ def calibrate_command(config_path, sets, out, repeats, scheduler_address, force)
         click.echo(f"ES{c['es']}: capacity {c['capacity']:.3f} cores (nominal {c['nominal_capacity']:g}), "
                    f"link {link['rate']:.4f} Mbit/s (nominal {link['nominal_rate']:g})")  # fmt: skip
     click.echo(f"-> {out}/calibration.json, {out}/calibrated.toml")
+
+
+def _read_calibration(path: str, config: PrototypeConfig) -> dict:
+    """An earlier run's calibration.json, checked against this scenario's ESs."""
+    try:
+        calibration = json.loads(Path(path).read_text())
+        n = {len(calibration["compute"]), len(calibration["links"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise PrototypeError(
+            f"--calibration {path}: not a calibration.json of mecsim prototype ({err})"
+        ) from None
+    if n != {config.n_es}:
+        raise PrototypeError(
+            f"--calibration {path}: measured {sorted(n)} ESs but scenario.n_bs = {config.n_es}"
+        )
+    return calibration
 
 
 def _drive(state, spec: dict, out: Path) -> None:
