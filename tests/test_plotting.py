@@ -206,3 +206,16 @@ def test_plot_writes_every_figure_and_the_table_byte_stably(tmp_path: Path):
     first = {p: p.read_bytes() for p in written if p.suffix in (".svg", ".md")}
     plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
     assert {p: p.read_bytes() for p in first} == first  # the same results give the same files
+
+
+def test_paired_comparison_by_hand():
+    from mecsim.report.table import _paired
+
+    rows = pd.DataFrame({
+        "method": ["amcoedge", "amcoedge", "random", "random"],
+        "seed": [0, 1, 0, 1],
+        "makespan": [1.0, 2.0, 2.0, 2.0],
+    })  # fmt: skip
+    # means 1.5 against 2.0: -25 %; per seed -50 % and 0 %: mean -25 %, and two values bound the interval
+    assert _paired(rows, "random", 1.5, 2.0) == "-25.0 %; per seed -25.0 % [-50.0, +0.0]"
+    assert _paired(rows[rows["seed"] == 0], "random", 1.0, 2.0) == "-50.0 %"  # one seed: no interval

@@ -295,8 +295,8 @@ def default_figure(data: pd.DataFrame, exp: Experiment, out_dir: Path) -> list[P
             err_kws={"linewidth": 1},
         )
         sns.stripplot(
-            data=data, x="method", y=metric, hue="setting", order=order, dodge=True, ax=ax,
-            color="0.15", size=3, alpha=0.7, legend=False, jitter=False,
+            data=data, x="method", y=metric, hue="setting", order=order, dodge=True, ax=ax, legend=False,
+            palette=dict.fromkeys(data["setting"].unique(), "0.15"), size=3, alpha=0.7, jitter=False,
         )  # fmt: skip
         if metric == "makespan" and comparable_to_published(exp):
             _published_stars(ax, order, published_default(), 90, "published (own preset, last 50)")
