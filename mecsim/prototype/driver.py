@@ -52,7 +52,7 @@ def connect(spec: dict):
     if spec["mode"] == "loopback":  # no CPU quotas: emulate each ES's share by a labelled slowdown
         slowdown = {f"ES{i}": f for i, f in enumerate(config.scenario.capacities)}  # checked <= 1 core
     svc = config.service
-    client.register_plugin(RepairService(svc.max_images, svc.step_choices, svc.mask, slowdown))
+    client.register_plugin(RepairService(svc.max_images, svc.step_choices, slowdown))
     warm_up(client, config)
     client.get_task_stream()  # installs the task-stream recorder before any measured task
     return config, client
@@ -60,22 +60,13 @@ def connect(spec: dict):
 
 def warm_up(client, config: PrototypeConfig) -> None:
     """One small request over every BS -> ES pair, unrecorded: first calls and first connections cost more."""
-    futures = []
-    for b in range(config.n_es):
-        for i in range(config.n_es):
-            part = client.submit(
-                service.make_part, 0, 0, 1, config.service.mask, workers=[f"ES{b}"], pure=False
-            )
-            repaired = client.submit(
-                service.repair_part,
-                part,
-                config.service.step_choices[0],
-                0,
-                resources={f"ES{i}": 1},
-                pure=False,
-            )
-            futures.append(client.submit(service.fetch, repaired, workers=[f"ES{b}"], pure=False))
-    client.gather(futures)
+    svc = config.service
+    chains = [
+        service.submit_subbatch(client, b, i, 0, 0, 1, svc.step_choices[0], svc.mask)
+        for b in range(config.n_es)
+        for i in range(config.n_es)
+    ]
+    client.gather([fetched for _, _, fetched in chains])
 
 
 def run_one(config, client, scenario: Scenario, name: str, scheduler, seed: int, tag: str, kill=None):

@@ -184,30 +184,15 @@ class LiveModel(DelayModel):
             self._submit(sub)
 
     def _submit(self, sub: SubTask, part=None) -> None:
-        client, k = self.client, sub.k
-        name = f"{self.tag}-{k}-{sub.es}-{sub.attempt}"
-        seed = int(1_000_003 * (self.log.episode + 1) + k)
-        if part is None:
-            part = client.submit(
-                service.make_part, seed, sub.first, sub.images, self.config.service.mask,
-                key=f"part-{name}", workers=[f"ES{sub.bs}"], pure=False,
-            )  # fmt: skip
-        repaired = client.submit(
-            service.repair_part,
-            part,
-            sub.steps,
-            seed,
-            key=f"repair-{name}",
-            resources={f"ES{sub.es}": 1},
-            pure=False,
-        )
-        fetched = client.submit(
-            service.fetch, repaired, key=f"fetch-{name}", workers=[f"ES{sub.bs}"], pure=False
-        )
-        sub.keys = {"part": part.key, "repair": repaired.key, "fetch": fetched.key}
-        sub.futures = [part, repaired, fetched]
+        seed = int(1_000_003 * (self.log.episode + 1) + sub.k)
+        futures = service.submit_subbatch(
+            self.client, sub.bs, sub.es, seed, sub.first, sub.images, sub.steps, self.config.service.mask,
+            name=f"{self.tag}-{sub.k}-{sub.es}-{sub.attempt}", part=part,
+        )  # fmt: skip
+        sub.futures = list(futures)
+        sub.keys = dict(zip(("part", "repair", "fetch"), (f.key for f in futures)))
         self.outstanding[sub.es] += sub.work
-        fetched.add_done_callback(lambda _f, sub=sub: self._done.put(sub))
+        futures[-1].add_done_callback(lambda _f, sub=sub: self._done.put(sub))
 
     # -- outcomes ----------------------------------------------------------------------------------
     def _drain(self) -> None:

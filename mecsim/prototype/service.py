@@ -48,21 +48,17 @@ class RepairService(WorkerPlugin):
 
     name = PLUGIN
 
-    def __init__(self, max_images: int, step_choices, mask: str, slowdown: dict[str, float] | None = None):
+    def __init__(self, max_images: int, step_choices, slowdown: dict[str, float] | None = None):
         self.max_images = max_images
         self.step_choices = tuple(step_choices)
-        self.mask = mask
         self.slowdown = dict(slowdown or {})
         self.repairer = None
         self.share = 1.0
-        self.warm_s = 0.0
 
     def setup(self, worker) -> None:
-        started = time.perf_counter()
         preloaded = _PRELOADED.get((self.max_images, self.step_choices))
         self.repairer = preloaded or load_repairer(self.max_images, self.step_choices)
         self.share = float(self.slowdown.get(str(worker.name), 1.0))
-        self.warm_s = time.perf_counter() - started
 
 
 def load_repairer(max_images: int, step_choices):
@@ -139,11 +135,21 @@ def echo(payload) -> float:
     return time.time()
 
 
-def payload(n_bytes: int) -> np.ndarray:
-    return np.zeros(n_bytes, np.uint8)
+def submit_subbatch(client, bs: int, es: int, seed: int, first: int, count: int, steps: int, mask: str,
+                    name: str | None = None, part=None) -> tuple:  # fmt: skip
+    """The three tasks of one sub-batch: its input made on BS ``bs``'s worker (unless ``part`` is given),
+    repaired on ES ``es`` (by its resource: one sub-batch at a time), and fetched back to the BS.
+    Returns the three futures; ``name`` makes their keys ``part-<name>``, ``repair-<name>``, ``fetch-<name>``."""
 
+    def key(kind: str) -> str | None:
+        return None if name is None else f"{kind}-{name}"
 
-def probe() -> dict:
-    """Calibration: this worker's name, PID and plugin state."""
-    service = get_worker().plugins.get(PLUGIN)
-    return {"name": str(get_worker().name), "pid": os.getpid(), "warm_s": getattr(service, "warm_s", None)}
+    if part is None:
+        part = client.submit(
+            make_part, seed, first, count, mask, key=key("part"), workers=[f"ES{bs}"], pure=False
+        )
+    repaired = client.submit(
+        repair_part, part, steps, seed, key=key("repair"), resources={f"ES{es}": 1}, pure=False
+    )
+    fetched = client.submit(fetch, repaired, key=key("fetch"), workers=[f"ES{bs}"], pure=False)
+    return part, repaired, fetched
