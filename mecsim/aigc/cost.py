@@ -62,6 +62,15 @@ class Fit:
         )
 
 
+def least_squares(columns, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Coefficients of y on the given design columns, and the fit's R²."""
+    design = np.stack(columns, axis=1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    r2 = 1.0 - float((residual**2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30))
+    return coef, r2
+
+
 def fit(times: pd.DataFrame) -> list[Fit]:
     """Least-squares fits of both shapes, the better R² first."""
     b, s, t = (times[k].to_numpy(float) for k in ("images", "evaluations", "seconds"))
@@ -70,10 +79,7 @@ def fit(times: pd.DataFrame) -> list[Fit]:
         ("a + c·b·s", [np.ones_like(b), b * s]),
         ("a + d·s + c·b·s", [np.ones_like(b), s, b * s]),
     ):
-        design = np.stack(columns, axis=1)
-        coef, *_ = np.linalg.lstsq(design, t, rcond=None)
-        residual = t - design @ coef
-        r2 = 1.0 - float((residual**2).sum() / ((t - t.mean()) ** 2).sum())
+        coef, r2 = least_squares(columns, t)
         a, c = coef[0], coef[-1]
         d = coef[1] if len(coef) == 3 else 0.0
         fits.append(Fit(shape, float(a), float(d), float(c), r2))

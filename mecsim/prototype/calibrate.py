@@ -20,17 +20,16 @@ import time
 
 import numpy as np
 
+from ..aigc.cost import least_squares
 from . import service
 from .config import IMAGE_BYTES, PrototypeConfig
+from .phases import intervals
 from .service import warm_shapes
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """Least squares y = a + c·x; returns (a, c, R²)."""
-    design = np.stack([np.ones_like(x), x], axis=1)
-    (a, c), *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ np.array([a, c])
-    r2 = 1.0 - float((residual**2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30))
+    (a, c), r2 = least_squares([np.ones_like(x), x], y)
     return float(a), float(c), r2
 
 
@@ -80,12 +79,10 @@ def links(client, config: PrototypeConfig, repeats: int = 3) -> list[dict]:
         stream = {str(r["key"]): r for r in client.get_task_stream(start=started - 1)}
         xs, ys = [], []
         for key, n_bytes in keys:
-            transfers = [
-                s for s in stream.get(key, {}).get("startstops", ()) if s.get("action") == "transfer"
-            ]
+            transfers = intervals(stream.get(key), "transfer")
             if transfers:
                 xs.append(8.0 * n_bytes)
-                ys.append(sum(s["stop"] - s["start"] for s in transfers))
+                ys.append(sum(stop - start for start, stop in transfers))
         a, c, r2 = _fit(np.array(xs), np.array(ys)) if len(set(xs)) > 1 else (np.nan, np.nan, np.nan)
         out.append({
             "es": i, "source": source, "latency_s": a, "r2": r2, "nominal_rate": config.scenario.rates[i],

@@ -23,7 +23,8 @@ PHASES = ("upload", "queueing", "compute", "download", "overhead")
 DETAIL = ("input_ready", "before_upload", "before_download", "after_download")
 
 
-def _intervals(record: dict | None, action: str) -> list[tuple[float, float]]:
+def intervals(record: dict | None, action: str) -> list[tuple[float, float]]:
+    """(start, stop) of a task-stream record's ``action`` ("compute" or "transfer"); none for no record."""
     if record is None:
         return []
     return [(s["start"], s["stop"]) for s in record.get("startstops", ()) if s.get("action") == action]
@@ -37,13 +38,13 @@ def subtask_phases(stream: list[dict], subtasks, arrivals: dict[int, float]) -> 
         if sub.end is None:
             continue
         part, repair, fetch = (by_key.get(str(sub.keys[name])) for name in ("part", "repair", "fetch"))
-        computes = _intervals(repair, "compute")
+        computes = intervals(repair, "compute")
         if not computes:
             continue  # the stream lost it (a worker restarted): no phases for this one
         c_start, c_stop = computes[0]
-        uploads = _intervals(repair, "transfer")
-        downloads = _intervals(fetch, "transfer")
-        part_done = max((stop for _, stop in _intervals(part, "compute")), default=c_start)
+        uploads = intervals(repair, "transfer")
+        downloads = intervals(fetch, "transfer")
+        part_done = max((stop for _, stop in intervals(part, "compute")), default=c_start)
         ready = max([part_done] + [stop for _, stop in uploads])
         span = sub.end - arrivals[sub.k]
         phase = {
