@@ -103,6 +103,10 @@ class DelayModel:
         self.decide_slot = hook(scheduler, "decide_slot")
         self.on_slot_end = hook(scheduler, "on_slot_end")
         self.horizon = scenario.decision_slots * scenario.slot_length
+        # a failed task's reward: -fail_penalty·deadline (0 without a deadline: no task can fail)
+        self.fail_reward = (
+            -float(self.params.fail_penalty) * scenario.deadline_s if scenario.deadline else 0.0
+        )
         self.log: TaskLog | None = None
 
     # -- extension points ----------------------------------------------------------------------------

@@ -120,7 +120,6 @@ class EventModel(DelayModel):
         self._deadline = scenario.deadline_s
         self._drop = scenario.deadline_policy == "drop"
         self._pair = scenario.link_topology == "pair"
-        self._penalty = -float(self.params.fail_penalty) * self._deadline if scenario.deadline else 0.0
         self._local_download = self.params.variant.local_download
         self._horizon = self.horizon
         self._served = [0.0] * n  # Gcycles processed within [0, horizon]
@@ -454,11 +453,11 @@ class EventModel(DelayModel):
         self._finished[k] = True
         self.n_recorded += 1
         if self._dropped[k]:
-            self.record_outcome(k, math.nan, True, self._penalty)
+            self.record_outcome(k, math.nan, True, self.fail_reward)
             return
         latency = self._last[k] - self._arrival[k]
         failed = (not self._drop) and latency > self._deadline
-        self.record_outcome(k, latency, failed, self._penalty if failed else -latency)
+        self.record_outcome(k, latency, failed, self.fail_reward if failed else -latency)
 
     # -- learner feedback --------------------------------------------------------------------------
     def feedback(self, t: int, backlog: np.ndarray, next_backlog: np.ndarray, trace: Trace) -> SlotFeedback:
@@ -484,7 +483,7 @@ class EventModel(DelayModel):
                 guess = np.where(late, np.nan, guess)
             latency = np.where(running, guess, latency)
             failed = np.where(running, late, failed)
-            reward = np.where(running, np.where(late, self._penalty, -np.nan_to_num(guess)), reward)
+            reward = np.where(running, np.where(late, self.fail_reward, -np.nan_to_num(guess)), reward)
         return log.slot_feedback(
             t, backlog, next_backlog, trace, latency=latency, failed=failed, reward=reward
         )

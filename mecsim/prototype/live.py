@@ -116,6 +116,7 @@ class LiveModel(DelayModel):
         self.estimate = np.full(n_tasks, np.nan)
         self.error = np.full(n_tasks, None, dtype=object)
         self.task_redispatches = np.zeros(n_tasks, int)
+        self.last_end = np.full(n_tasks, -np.inf)  # wall clock at which each task's latest sub-batch ended
         self._served = [0.0] * n
         slot, bs, task = log.slot, log.bs, log.task
         self.images = self.requests.images[slot, bs, task]
@@ -208,6 +209,7 @@ class LiveModel(DelayModel):
         self.outstanding[sub.es] = max(self.outstanding[sub.es] - sub.work, 0.0)
         if fetched.status == "finished":
             sub.end = float(fetched.result())
+            self.last_end[sub.k] = max(self.last_end[sub.k], sub.end)
             self._served[sub.es] += sub.work
             self._settle(sub.k)
             return
@@ -247,16 +249,12 @@ class LiveModel(DelayModel):
         if self.remaining[k] > 0 or self.recorded[k]:
             return
         self.recorded[k] = True
-        arrival = self.clock0 + float(self.log.arrival[k])
-        ends = [s.end for s in self.subtasks if s.k == k and s.end is not None]
-        deadline = self.scenario.deadline_s
-        penalty = -float(self.params.fail_penalty) * deadline
         if self.error[k] is not None:
-            self.record_outcome(k, np.nan, True, penalty)
+            self.record_outcome(k, np.nan, True, self.fail_reward)
         else:
-            latency = max(ends) - arrival
-            failed = latency > deadline
-            self.record_outcome(k, latency, failed, penalty if failed else -latency)
+            latency = self.last_end[k] - (self.clock0 + float(self.log.arrival[k]))
+            failed = latency > self.scenario.deadline_s
+            self.record_outcome(k, latency, failed, self.fail_reward if failed else -latency)
 
     def _finish(self, timeout_s: float) -> None:
         """Wait for every task; what is still open after ``timeout_s`` is failed and its futures cancelled."""
@@ -269,9 +267,7 @@ class LiveModel(DelayModel):
                         self.client.cancel(sub.futures)
                         self.error[sub.k] = f"not finished {timeout_s:g} s after the last slot"
                         self.recorded[sub.k] = True
-                        self.record_outcome(
-                            sub.k, np.nan, True, -float(self.params.fail_penalty) * self.scenario.deadline_s
-                        )
+                        self.record_outcome(sub.k, np.nan, True, self.fail_reward)
                 break
             time.sleep(0.01)
 
