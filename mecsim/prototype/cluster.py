@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..jaxconfig import CACHE_ENV, compilation_cache_dir
+from ..results import write_text
 from . import fabric
 from .config import PrototypeConfig
 from .errors import PrototypeError
@@ -195,10 +197,7 @@ def _wait_for(ready, what: str, log: Path, timeout: float, state: State, pid_nam
 
 
 def _write_state(state: State) -> None:
-    path = state_dir() / "state.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state)))
-    tmp.replace(path)
+    write_text(state_dir() / "state.json", json.dumps(asdict(state)))
 
 
 def down(echo=print) -> list[str]:
@@ -211,11 +210,8 @@ def down(echo=print) -> list[str]:
         removed += [f"process {name} ({pid})" for name, pid in alive.items()]
     if fabric.available() is None:
         removed += fabric.remove_all()
-    folder = state_dir()
-    if folder.exists():
-        for path in sorted(folder.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
-        folder.rmdir()
+    if state_dir().exists():
+        shutil.rmtree(state_dir())
     echo("prototype down: removed " + ", ".join(removed) if removed else "prototype down: nothing was up")
     return removed
 
