@@ -151,9 +151,7 @@ def run_command(config_path, sets, out, quick, schedulers, repetitions, seed, tr
             if owned:
                 cluster.down(echo=click.echo)
     provenance["wall_s"] = round(time.time() - started, 1)
-    trained = {n: str(out / "checkpoints" / n / "checkpoint") for n in names if n not in ckpt}
-    trained = {n: p for n, p in trained.items() if Path(p).exists()}
-    text = summarise(out, config, provenance, {**ckpt, **trained})
+    text = summarise(out, config, provenance)
     click.echo("\n".join(line for line in text.splitlines() if line.startswith("- ")))
     click.echo(f"-> {out}/summary.md, tasks.parquet, episodes.parquet, prototype.png, grid.png")
 
@@ -239,21 +237,14 @@ def _drive(state, spec: dict, out: Path) -> None:
 
 @prototype.command("report")
 @click.argument("out", type=click.Path(file_okay=False, exists=True))
-@config_option
-@set_option
-def report_command(out, config_path, sets) -> None:
+def report_command(out) -> None:
     """Redo the comparison and summary of a finished run folder (no cluster needed)."""
     from .report import summarise
 
     out = Path(out)
     provenance = json.loads((out / "provenance.json").read_text())
     config = PrototypeConfig.model_validate(provenance["config"])
-    ckpt = (
-        {p.name: str(p / "checkpoint") for p in (out / "checkpoints").glob("*")}
-        if (out / "checkpoints").exists()
-        else {}
-    )
-    summarise(out, config, provenance, ckpt)
+    summarise(out, config, provenance)
     click.echo(f"-> {out}/summary.md")
 
 

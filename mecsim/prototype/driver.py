@@ -10,6 +10,7 @@ task, the simulator's columns plus the measured phases), ``runs-subtasks.parquet
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 from ..config import Scenario
 from ..plugins import call_hook, make_scheduler
 from ..results import write_parquet, write_text
+from ..scheduling import hook
 from ..streams import stream
 from ..tasklog import TaskLog, episode_metrics
 from . import service
@@ -69,9 +71,10 @@ def warm_up(client, config: PrototypeConfig) -> None:
     client.gather([fetched for _, _, fetched in chains])
 
 
-def run_one(config, client, scenario: Scenario, name: str, scheduler, seed: int, tag: str, kill=None):
-    """One episode of ``seed``'s trace under one scheduler; returns (tasks, subtasks, metrics, model)."""
-    requests = requests_of(config, seed)
+def run_one(
+    config, client, scenario: Scenario, name: str, scheduler, seed: int, requests, tag: str, kill=None
+):
+    """One episode of ``seed``'s requests under one scheduler; returns (tasks, subtasks, metrics, model)."""
     trace = requests.trace(config)
     log = TaskLog(scenario, trace, 0)
     model = LiveModel(config, scenario, scheduler, client, requests, tag)
@@ -109,14 +112,14 @@ def build_scheduler(name: str, scenario: Scenario, seed: int, checkpoint: str | 
     return scheduler
 
 
-def warm_scheduler(config, scenario: Scenario, scheduler, seed: int) -> None:
+def warm_scheduler(scenario: Scenario, scheduler, trace) -> None:
     """A learner decides once in the simulator on the run's trace first: its compiled decision functions
     (one per number of tasks in a slot) are then built before the timed run, not inside it."""
-    if getattr(scheduler, "save", None) is None:
+    if hook(scheduler, "save") is None:
         return  # not a learner: nothing to compile, and its random state stays that of a fresh one
     from ..engine import Simulation
 
-    Simulation(scenario, scheduler).run_episode(0, trace=requests_of(config, seed).trace(config))
+    Simulation(scenario, scheduler).run_episode(0, trace=trace)
 
 
 def sample_repairs(client, model: LiveModel, count: int = 8) -> dict:
@@ -146,7 +149,7 @@ def learner_checkpoints(spec: dict, scenario: Scenario, out: Path) -> dict[str, 
 
     checkpoints = dict(spec["checkpoints"])
     for name in spec["schedulers"]:
-        if name in checkpoints or getattr(resolve_scheduler(name), "save", None) is None:
+        if name in checkpoints or hook(resolve_scheduler(name), "save") is None:
             continue
         started = time.time()
         result = train(scenario, name, spec["train_episodes"], out_dir=out / "checkpoints" / name, eval_episodes=0,
@@ -177,16 +180,22 @@ def main(spec_path: str) -> int:
         # what schedulers are told, and what the simulator is given: the calibrated system
         scenario = sim_scenario(config, *calibrated_values(calibration, config))
         checkpoints = learner_checkpoints(spec, scenario, out)
+        # for the comparison, relative to the run's folder so that it moves with it
+        relative = {name: os.path.relpath(path, out) for name, path in checkpoints.items()}
+        write_text(out / "checkpoints.json", json.dumps(relative, indent=1))
         runs = [(rep, name) for rep in range(spec["repetitions"]) for name in spec["schedulers"]]
         for n, (rep, name) in enumerate(runs):
             seed = spec["seed"] + rep
             scheduler = build_scheduler(name, scenario, seed, checkpoints.get(name))
-            warm_scheduler(config, scenario, scheduler, seed)
+            requests = requests_of(config, seed)
+            warm_scheduler(scenario, scheduler, requests.trace(config))
             kill = None
             if spec.get("kill") and n == len(runs) - 1:
                 kill = (spec["kill"]["es"], spec["kill"]["at_s"], spec["kill"]["pid"])
             started = time.time()
-            t, s, m, model = run_one(config, client, scenario, name, scheduler, seed, f"r{rep}-{name}", kill)
+            t, s, m, model = run_one(
+                config, client, scenario, name, scheduler, seed, requests, f"r{rep}-{name}", kill
+            )
             m["repetition"], t["repetition"], s["repetition"] = rep, rep, rep
             m["killed_es"] = kill[0] if kill is not None else -1
             tasks.append(t)

@@ -86,12 +86,17 @@ def _pct(v: float) -> str:
     return f"{100 * v:+.1f} %"
 
 
-def summarise(out: Path, config: PrototypeConfig, provenance: dict, checkpoints: dict) -> str:
-    """Join the driver's tables with the model's predictions; write the outputs; return summary.md's text."""
+def summarise(out: Path, config: PrototypeConfig, provenance: dict) -> str:
+    """Join the driver's tables with the model's predictions; write the outputs; return summary.md's text.
+
+    The learners run in the model from the checkpoints the prototype ran (``checkpoints.json``).
+    ``provenance`` may be an earlier ``provenance.json``: its comparison is left out and made anew."""
+    provenance = {k: v for k, v in provenance.items() if k != "sim_to_real"}
     tasks = pd.read_parquet(out / "runs-tasks.parquet")
     subtasks = pd.read_parquet(out / "runs-subtasks.parquet")
     episodes = pd.read_parquet(out / "runs-episodes.parquet")
     calibration = json.loads((out / "calibration.json").read_text())
+    checkpoints = {n: str(out / p) for n, p in json.loads((out / "checkpoints.json").read_text()).items()}
     from .calibrate import calibrated_values
 
     values = calibrated_values(calibration, config)
