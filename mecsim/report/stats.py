@@ -96,6 +96,12 @@ def _bootstrap_means(x: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     return x[..., index].mean(axis=-1)
 
 
+def _bounds(means: np.ndarray, level: float) -> np.ndarray:
+    """The central ``level`` percentile bounds of bootstrap means, along the last axis: (2, ...)."""
+    tail = 50 * (1 - level)
+    return np.percentile(means, [tail, 100 - tail], axis=-1)
+
+
 def percentile_interval(values: Any, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean (deterministic: a fixed resampling seed).
 
@@ -109,9 +115,7 @@ def percentile_interval(values: Any, level: float = 0.95) -> tuple[float, float]
         return math.nan, math.nan
     if x.size == 1 or np.ptp(x) == 0:
         return float(x.mean()), float(x.mean())
-    means = _bootstrap_means(x[None, :], INTERVAL_RESAMPLES, INTERVAL_SEED)[0]
-    tail = 50 * (1 - level)
-    lo, hi = np.percentile(means, [tail, 100 - tail])
+    lo, hi = _bounds(_bootstrap_means(x, INTERVAL_RESAMPLES, INTERVAL_SEED), level)
     return float(lo), float(hi)
 
 
@@ -159,9 +163,8 @@ def band(df: pd.DataFrame, by: list[str], value: str, level: float = 0.95) -> pd
     g = df.groupby(by)[value]
     out = g.agg(["mean", "count"]).reset_index()
     out["lo"], out["hi"] = np.nan, np.nan
-    values = g.apply(lambda v: np.asarray(v, float)[np.isfinite(np.asarray(v, float))]).reset_index(drop=True)
+    values = g.apply(lambda v: v[np.isfinite(v)].to_numpy(float)).reset_index(drop=True)
     sizes = values.map(len).to_numpy()
-    tail = 50 * (1 - level)
     for n in sorted(set(sizes) - {0}):
         rows = np.flatnonzero(sizes == n)
         for chunk in np.array_split(rows, max(1, len(rows) // 256)):  # bounded memory: 256 x 2000 x n
@@ -170,5 +173,5 @@ def band(df: pd.DataFrame, by: list[str], value: str, level: float = 0.95) -> pd
                 out.loc[chunk, "lo"] = out.loc[chunk, "hi"] = x[:, 0]
                 continue
             means = _bootstrap_means(x, INTERVAL_RESAMPLES, INTERVAL_SEED)
-            out.loc[chunk, "lo"], out.loc[chunk, "hi"] = np.percentile(means, [tail, 100 - tail], axis=1)
+            out.loc[chunk, "lo"], out.loc[chunk, "hi"] = _bounds(means, level)
     return out
