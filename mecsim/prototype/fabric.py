@@ -99,21 +99,7 @@ def build(config: PrototypeConfig) -> None:
             ("eth0", f"p{n}", "br0", "data"),
             ("eth1", f"c{n}", "br1", "control"),
         ):
-            _run(
-                "ip",
-                "link",
-                "add",
-                dev,
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                BRIDGE_NS,
-            )
+            _run("ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", BRIDGE_NS)  # fmt: skip
             _run("ip", "-n", ns, "addr", "add", config.address(n, plane, with_prefix=True), "dev", dev)
             if plane == "data":
                 _run("ip", "-n", ns, "link", "set", dev, "mtu", str(mtu))
