@@ -36,6 +36,22 @@ def subset_masks(n_servers: int) -> np.ndarray:
     return masks
 
 
+def divide(numerator, denominator, xp=np):
+    """``numerator / denominator`` with IEEE division also where the denominator is broadcast.
+
+    XLA rewrites a division by a broadcast value as a multiplication by its reciprocal, which
+    rounds differently (a share x/x would come out as 0.9999999999999999); the compiled kernel
+    must break ties between choices as NumPy does, so the broadcast divisor is materialised
+    behind an optimisation barrier.
+    """
+    if xp is np:
+        return numerator / denominator
+    import jax
+
+    shape = xp.broadcast_shapes(xp.shape(numerator), xp.shape(denominator))
+    return numerator / jax.lax.optimization_barrier(xp.broadcast_to(denominator, shape))
+
+
 def cwa(wait, duration, masks, xp=np):
     """Closed-form workload allocation, faithful: solve equal finish times, clip negatives, renormalise once.
 
@@ -45,13 +61,13 @@ def cwa(wait, duration, masks, xp=np):
     member_inv_d = masks * inv_d  # 1/D_i for members, 0 elsewhere
     t_full = (1.0 + member_inv_d @ wait) / (masks @ inv_d)
     x = xp.maximum((t_full[..., None] - wait) * member_inv_d, 0.0)
-    return x / x.sum(axis=-1, keepdims=True)
+    return divide(x, x.sum(axis=-1, keepdims=True), xp)
 
 
 def hecwa(wait, duration, masks, xp=np):
     """High-efficiency CWA: x_i ∝ 1/D_i, ignoring waits (spec §2.2)."""
     weights = masks * (1.0 / duration)
-    return weights / weights.sum(axis=-1, keepdims=True)
+    return divide(weights, weights.sum(axis=-1, keepdims=True), xp)
 
 
 def waterfill(wait, duration, masks, xp=np):
@@ -60,7 +76,7 @@ def waterfill(wait, duration, masks, xp=np):
     w_sorted, d_sorted = wait[order], duration[order]
     m_sorted = masks[..., order]
     cum_a = xp.cumsum(m_sorted * (w_sorted / d_sorted), axis=-1)
-    cum_b = xp.cumsum(m_sorted / d_sorted, axis=-1)
+    cum_b = xp.cumsum(divide(m_sorted, d_sorted, xp), axis=-1)
     level = (1.0 + cum_a) / xp.where(cum_b > 0, cum_b, 1.0)
     admissible = (m_sorted > 0) & (w_sorted < level)
     # the first member always qualifies; k* is the last admissible member in wait order
@@ -68,8 +84,8 @@ def waterfill(wait, duration, masks, xp=np):
     admissible = admissible | (xp.arange(wait.shape[-1]) == first[..., None])
     last = wait.shape[-1] - 1 - xp.argmax(admissible[..., ::-1], axis=-1)
     t_star = xp.take_along_axis(level, last[..., None], axis=-1)
-    x = masks * xp.maximum(t_star - wait, 0.0) / duration
-    return x / x.sum(axis=-1, keepdims=True)  # sums to 1 up to rounding already; make it exact
+    x = divide(masks * xp.maximum(t_star - wait, 0.0), duration, xp)
+    return divide(x, x.sum(axis=-1, keepdims=True), xp)  # sums to 1 up to rounding already; make it exact
 
 
 ALLOCATORS: dict[str, Callable] = {"cwa": cwa, "hecwa": hecwa, "waterfill": waterfill}

@@ -2,8 +2,8 @@
 
 * ``"python"`` — the SimPy engine (`mecsim.engine.Simulation`) with the scheduler's Python
   decisions: every delay model, every scheduler;
-* ``"compiled"`` — the slotted model on the compiled JAX kernel (`mecsim.backends.kernel`),
-  for schedulers with a JAX-native form (``jax_policy``); learners train there too;
+* ``"compiled"`` — the slotted model, and the event model without faults, on the compiled JAX
+  kernel (`mecsim.backends.kernel`), for schedulers with a JAX-native form (``jax_policy``); learners train there too;
 * ``"auto"`` (the default everywhere) — the kernel where it applies, else the SimPy engine.
 
 `resolve` picks the episode engine and `resolve_trainer` the training loop. JAX is imported
@@ -31,8 +31,8 @@ def check_engine(engine: str) -> str:
 
 def why_not_compiled(scenario: Scenario, scheduler) -> str | None:
     """Why the kernel cannot run this scheduler on this scenario now (None: it can)."""
-    if scenario.model != "slotted":
-        return f"the compiled kernel runs the slotted model only (model = {scenario.model!r})"
+    if scenario.model == "event" and scenario.faults.active:
+        return "the compiled event model runs without faults (the Python path runs them)"
     if hook(scheduler, "jax_policy") is None or scheduler.jax_policy() is None:
         name = getattr(scheduler, "name", type(scheduler).__name__)
         return f"scheduler {name!r} has no JAX-native form (jax_policy) in its current mode"
@@ -91,12 +91,16 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     """(schedulers, the one JAX policy they share) when the kernel may run these scenarios' episodes
     together, else None (then each runs on its own, through `resolve`).
 
-    They may when the engine is not ``"python"``, every scenario is slotted and shares the kernel's
+    They may when the engine is not ``"python"``, no scenario is an event model with faults, all share the kernel's
     static shape (`kernel.shape.Spec.of_group`; N may differ), and every scheduler's JAX form is the
     same function with no params of its own.
     """
     check_engine(engine)
-    if engine == "python" or not scenarios or any(sc.model != "slotted" for sc in scenarios):
+    if (
+        engine == "python"
+        or not scenarios
+        or any(sc.model == "event" and sc.faults.active for sc in scenarios)
+    ):
         return None
     from ..arrivals import stream
     from ..plugins import make_scheduler

@@ -51,6 +51,10 @@ class KernelTask(NamedTuple):
     split_duration: Any
     prepared: Any = None  # this task's row of the policy's `prepare` output (nested layout)
     result: Any = None  # Mbit downloaded from the servers (None: no downloads)
+    tx_backlog: Any = None  # event model: (B,) seconds until the link towards each server is free
+    current_backlog: Any = (
+        None  # event model: (B,) Gcycles at each server now, this slot's decisions included
+    )
 
 
 class SlotView(NamedTuple):
@@ -146,9 +150,14 @@ class Spec:
     faults: bool = False  # the replicas have faults: per-slot speeds, guarded equations
     observable: bool = True  # faults: policies see the current speeds
     downloads: bool = False  # tasks carry a result downloaded from the servers
+    model: str = "slotted"  # the delay model: "slotted" or "event" (`kernel.event`)
+    deadline_policy: str = "keep"  # event model: keep or drop work past its deadline
+    link_topology: str = "pair"  # event model: one link per (source, destination), or per destination
+    window: int = 0  # event model, "drop": how many earlier slots' work can still count in the backlog
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, length: int = 0) -> Spec:
+        event = scenario.model == "event"
         return cls(
             scenario.n_bs,
             scenario.tasks_per_slot,
@@ -159,6 +168,9 @@ class Spec:
             scenario.faults.active,
             scenario.faults.observable,
             scenario.result_range is not None,
+            scenario.model,
+            scenario.deadline_policy if event else "keep",
+            scenario.link_topology if event else "pair",
         )
 
     def with_length(self, length: int) -> Spec:

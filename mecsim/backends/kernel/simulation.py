@@ -13,9 +13,10 @@ Python path give the same tables.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -30,6 +31,7 @@ from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
+from .event import run_episodes as run_event_episodes
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import Outputs, compiled_episodes, compiled_slots, initial_carry, policy_key, static_policy
 from .shape import Env, JaxPolicy, Spec, env_of
@@ -77,8 +79,8 @@ def stack_env(replicas: Sequence[Replica]) -> Env:
 def _check_group(replicas: Sequence[Replica]) -> Spec:
     if not replicas:
         raise ValueError("no replicas to run")
-    if any(r.scenario.model != "slotted" for r in replicas):
-        raise ValueError("the compiled kernel runs the slotted delay model only")
+    if any(r.scenario.model == "event" and r.scenario.faults.active for r in replicas):
+        raise ValueError("the compiled event model runs without faults (the Python path runs them)")
     return Spec.of_group([r.scenario for r in replicas])
 
 
@@ -142,12 +144,15 @@ def run_batch(
         raise ValueError(f"granularity {granularity!r}: allowed {', '.join(GRANULARITIES)}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout {layout!r}: allowed {', '.join(LAYOUTS)}")
-    if layout == "auto":
-        layout = "flat" if granularity == "episode" and policy.prepare is None else "nested"
-    if layout == "flat" and (granularity == "slot" or policy.prepare is not None):
-        raise ValueError("per-slot stepping and slot-preparing policies need the nested layout")
     started = time.perf_counter()
     base = _check_group(replicas)
+    event = base.model == "event"
+    if event and (granularity != "episode" or layout == "flat"):
+        raise ValueError("the compiled event model runs whole episodes in the nested layout")
+    if layout == "auto":
+        layout = "flat" if granularity == "episode" and policy.prepare is None and not event else "nested"
+    if layout == "flat" and (granularity == "slot" or policy.prepare is not None):
+        raise ValueError("per-slot stepping and slot-preparing policies need the nested layout")
     first = replicas[0].scenario
     traces = [pad_trace(r.get_trace(), base.tasks_per_slot) for r in replicas]
     if layout == "flat":
@@ -163,6 +168,9 @@ def run_batch(
         )
         tasks = compact_nested(traces, first.decision_slots, length)
     spec = base.with_length(length)
+    if event and spec.deadline_policy == "drop":
+        window = max(math.ceil(r.scenario.deadline_s / r.scenario.slot_length) + 1 for r in replicas)
+        spec = replace(spec, window=min(window, spec.decision_slots))
     envs = stack_env(replicas)
     if keys is None:
         keys = np.stack([policy_key(r.scenario.seed, r.episode, r.stream) for r in replicas])
@@ -171,10 +179,15 @@ def run_batch(
 
     def process(sim_env: simpy.Environment):
         horizon = first.decision_slots * first.slot_length
+        if event:
+            holder["result"] = run_event_episodes(spec, static, envs, policy.params, keys, tasks)
+            yield sim_env.timeout(horizon)
+            return
         if granularity == "episode":
             with x64():
                 fn = compiled_episodes(spec, static, layout)
-                holder["result"] = jax.device_get(fn(envs, policy.params, keys, tasks))
+                out, (state, served) = jax.device_get(fn(envs, policy.params, keys, tasks))
+            holder["result"] = out, state.backlog, served
             yield sim_env.timeout(horizon)
             return
         with x64():
@@ -189,13 +202,14 @@ def run_batch(
             yield sim_env.timeout(first.slot_length)
         with x64():
             out = jax.tree.map(lambda *xs: jnp.stack(xs, axis=1), *outs) if outs else None
-            holder["result"] = jax.device_get((out, carry))
+            out, (state, served) = jax.device_get((out, carry))
+            holder["result"] = out, state.backlog, served
 
     sim_env = env if env is not None else simpy.Environment()
     sim_env.process(process(sim_env))
     sim_env.run()
-    out, (state, served) = holder["result"]
-    return BatchResult(tasks, Outputs(*out), served, state.backlog, time.perf_counter() - started)
+    out, backlog, served = holder["result"]
+    return BatchResult(tasks, Outputs(*out), served, backlog, time.perf_counter() - started)
 
 
 # -- the engine side: a Simulation-like object on the kernel --------------------------------------
@@ -230,8 +244,8 @@ class CompiledSimulation:
         group: int = 16,
         granularity: str = "episode",
     ):
-        if scenario.model != "slotted":
-            raise SchedulerError("the compiled kernel runs the slotted model only")
+        if scenario.model == "event" and scenario.faults.active:
+            raise SchedulerError("the compiled event model runs without faults (the Python path runs them)")
         self.scenario = scenario
         self.scheduler = scheduler
         self.policy = policy if policy is not None else jax_policy_of(scheduler)

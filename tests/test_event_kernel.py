@@ -1,0 +1,271 @@
+"""The compiled event model against the SimPy event model: same traces, same decisions, same numbers.
+
+Every random scenario has one static shape (3 BSs, 4 task slots, 6 slots) and a fixed slot
+width, so each (deadline policy, link topology, downloads, rule, policy) compiles once and is
+reused across hypothesis examples. Links are slow (3-60 Mbit/s against 2-5 Mbit tasks) so that
+shares queue on the wire, overtake one another at the servers and miss deadlines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mecsim.arrivals import Trace, episode_trace
+from mecsim.backends import kernel, resolve
+from mecsim.backends.kernel import event
+from mecsim.config import Scenario
+from mecsim.engine import Simulation
+from mecsim.plugins import make_scheduler
+from mecsim.scheduling import Decision, Scheduler, SchedulerError
+from schedulers.best_single import BestSingleScheduler, best_single_decide
+from schedulers.local import LocalScheduler, local_decide
+from schedulers.optimal import OptimalScheduler, optimal_decide
+
+B, N, SLOTS = 3, 4, 6
+WIDTH = B * N
+TOL = 1e-9
+# (deadline policy, link topology, result downloads, allocation rule): together every value of each
+COMBOS = [
+    ("keep", "pair", False, "cwa"),
+    ("drop", "pair", False, "waterfill"),
+    ("keep", "destination", True, "hecwa"),
+    ("drop", "destination", True, "cwa"),
+]
+EXAMPLES = settings(max_examples=12, deadline=None)
+
+
+def distinct(capacities) -> bool:
+    """Servers of equal speed make exact ties between choices, which float rounding (NumPy on one path,
+    XLA on the other) may break either way; the parity checked here is that of tie-free scenarios."""
+    values = sorted(capacities)
+    return all(hi > lo * 1.01 for lo, hi in zip(values, values[1:]))
+
+
+@st.composite
+def scenarios(draw, combos=COMBOS):
+    policy, topology, downloads, rule = draw(st.sampled_from(combos))
+    deadline = draw(st.sampled_from([0.3, 1.0, 2.5] + ([None] if policy == "keep" else [])))
+    return Scenario(
+        model="event",
+        n_bs=B,
+        tasks_per_slot=N,
+        slots=SLOTS,
+        capacities=tuple(draw(st.lists(st.floats(2.0, 60.0), min_size=B, max_size=B).filter(distinct))),
+        rates=tuple(draw(st.lists(st.floats(3.0, 60.0), min_size=B, max_size=B))),
+        arrival_prob=draw(st.sampled_from([0.3, 0.7, 1.0])),
+        slot_length=draw(st.sampled_from([0.1, 0.5])),
+        deadline=deadline,
+        deadline_policy=policy,
+        link_topology=topology,
+        result_range=(0.5, 3.0) if downloads else None,
+        variant={"local_download": draw(st.booleans())} if downloads else {},
+        allocation=rule,
+        seed=draw(st.integers(0, 10_000)),
+    )
+
+
+class Watch(Scheduler):
+    """Per-task decisions of ``inner`` (or given ones), recording what each task sees."""
+
+    name = "watch"
+
+    def __init__(self, scenario, inner=None, decisions=None):
+        super().__init__(scenario)
+        self.inner, self.decisions, self.seen = inner, decisions, []
+
+    def decide(self, obs):
+        self.seen.append(np.concatenate([obs.backlog, obs.current_backlog, obs.tx_backlog, obs.wait]))
+        if self.decisions is not None:
+            return self.decisions(len(self.seen) - 1)
+        return self.inner.decide(obs)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A kernel policy that also returns what its task sees, as `Watch` records it."""
+
+    inner: object
+
+    def __call__(self, params, key, state, task, ctx):
+        subset, fractions = self.inner(params, key, state, task, ctx)[:2]
+        seen = jnp.concatenate([state.backlog, task.current_backlog, task.tx_backlog, task.wait])
+        return subset, fractions, seen
+
+
+def assert_same_episode(batch, i, replica, python, watch=None):
+    got, want = batch.task_log(i, replica), python.log
+    assert len(got) == len(want)
+    np.testing.assert_array_equal(got.subset, want.subset)
+    np.testing.assert_allclose(got.fractions, want.fractions, rtol=0, atol=TOL)
+    np.testing.assert_array_equal(got.failed, want.failed)
+    np.testing.assert_array_equal(np.isnan(got.latency), np.isnan(want.latency))
+    np.testing.assert_allclose(got.latency, want.latency, rtol=0, atol=TOL)
+    np.testing.assert_allclose(got.reward, want.reward, rtol=0, atol=TOL)
+    metrics = batch.metrics(i, replica, got)
+    for key, value in python.metrics.items():
+        np.testing.assert_allclose(metrics[key], value, rtol=0, atol=TOL, err_msg=key)
+    if watch is not None and watch.seen:
+        np.testing.assert_allclose(batch.aux(i), np.stack(watch.seen), rtol=0, atol=TOL)
+
+
+def check_parity(scenario, make_python, decide, params=None, episodes=(0, 1)):
+    replicas = [kernel.Replica(scenario, e) for e in episodes]
+    batch = kernel.run_batch(
+        replicas, kernel.JaxPolicy(Seen(decide), params, params is not None), length=WIDTH
+    )
+    for i, e in enumerate(episodes):
+        watch = make_python(scenario, e)
+        assert_same_episode(batch, i, replicas[i], Simulation(scenario, watch).run_episode(e), watch)
+    return batch
+
+
+# -- parity per scheduler --------------------------------------------------------------------------
+@EXAMPLES
+@given(scenarios())
+def test_optimal_matches_python(scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), optimal_decide)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_best_single_matches_python(scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, BestSingleScheduler(sc)), best_single_decide)
+
+
+@EXAMPLES
+@given(scenarios())
+def test_local_matches_python(scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, LocalScheduler(sc)), local_decide)
+
+
+def random_fractions(scenario, salt):
+    """Arbitrary subsets with explicit fractions (zero shares inside a subset included), per task."""
+    trace = episode_trace(scenario, scenario.seed, 0)
+    n_tasks = np.count_nonzero(trace.sizes[: scenario.decision_slots])
+    rng = np.random.default_rng(salt)
+    subsets = (rng.random((n_tasks, B)) < 0.5).astype(float)
+    subsets[np.arange(n_tasks), rng.integers(B, size=n_tasks)] = 1.0
+    weights = rng.random((n_tasks, B)) * subsets * (rng.random((n_tasks, B)) < 0.8)
+    weights[weights.sum(axis=1) == 0] = subsets[weights.sum(axis=1) == 0]
+    return trace, subsets, weights / weights.sum(axis=1, keepdims=True)
+
+
+def replay(scenario, trace, subsets, fractions):
+    """(kernel batch, SimPy result) of one episode with the given decisions."""
+    params = tuple(kernel.replay_params(scenario, [trace], [rows], WIDTH) for rows in (subsets, fractions))
+    replica = kernel.Replica(scenario, 0, trace=trace)
+    policy = kernel.JaxPolicy(Seen(kernel.replay_fractions_decide), params, batched_params=True)
+    batch = kernel.run_batch([replica], policy, length=WIDTH)
+    watch = Watch(scenario, decisions=lambda k: Decision(subsets[k], fractions[k]))
+    return batch, replica, Simulation(scenario, watch).run_episode(0, trace), watch
+
+
+@EXAMPLES
+@given(scenarios(), st.integers(0, 3))
+def test_explicit_fractions_match_python(scenario, salt):
+    trace, subsets, fractions = random_fractions(scenario, salt)
+    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
+    assert_same_episode(batch, 0, replica, python, watch)
+
+
+def stressed(**kw) -> Scenario:
+    return Scenario(
+        **{
+            **dict(model="event", n_bs=B, tasks_per_slot=N, slots=SLOTS, capacities=(5.0, 20.0, 40.0)),
+            **dict(rates=(4.0, 6.0, 9.0), arrival_prob=1.0, slot_length=0.1, deadline=0.6, seed=11),
+            **kw,
+        }
+    )
+
+
+@pytest.mark.parametrize("policy", ["keep", "drop"])
+def test_overtaking_and_drops_are_exercised_and_match(policy):
+    """A loaded scenario where later local shares overtake remote ones still on the wire, and (drop)
+    shares are lost on links, at the head of a queue and in service."""
+    scenario = stressed(deadline_policy=policy)
+    trace, subsets, fractions = random_fractions(scenario, 0)
+    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
+    assert_same_episode(batch, 0, replica, python, watch)
+    log = python.log
+    assert log.failed.mean() > 0.3
+    if policy == "drop":
+        assert np.isnan(log.latency).sum() == log.failed.sum() > 0
+    # overtaking: some remote share reached its ES after a local share decided in a later slot
+    slot = log.slot
+    arrival_at_es = [[] for _ in range(B)]
+    for k in range(len(log)):
+        for i in np.flatnonzero(log.fractions[k] > 0):
+            remote = i != log.bs[k]
+            arrival_at_es[i].append((slot[k], remote))
+    assert any(
+        any(r for s, r in jobs) and any(not r and s > min(s2 for s2, r2 in jobs if r2) for s, r in jobs)
+        for jobs in arrival_at_es
+    )
+
+
+def test_hand_computed_overtaking():
+    """BS 0's share is sent to ES 1 over a 4 Mbit/s link (1 s on the wire); BS 1's local task of the
+    next slot arrives at ES 1 at 0.5 s and is served first."""
+    sc = Scenario(
+        model="event", n_bs=2, tasks_per_slot=1, slots=3, capacities=(10.0, 10.0), rates=(4.0, 4.0),
+        arrival_prob=1.0, slot_length=0.5, deadline=None,
+    )  # fmt: skip
+    sizes = np.zeros((3, 2, 1))
+    sizes[0, 0, 0] = 4.0  # slot 0, BS 0 -> ES 1: on the wire until 1.0
+    sizes[1, 1, 0] = 4.0  # slot 1, BS 1 -> ES 1 (local), arrives at 0.5, 0.8 s of work
+    trace = Trace(sizes, np.full(sizes.shape, 2.0))
+    to_es1 = np.array([[0.0, 1.0], [0.0, 1.0]])
+    batch, replica, python, _ = replay(sc, trace, to_es1, to_es1)
+    got = batch.task_log(0, replica)
+    # local: 0.5 -> 1.3 (latency 0.8); remote: arrives 1.0, waits until 1.3, done 2.1 (latency 2.1)
+    np.testing.assert_allclose(got.latency, [2.1, 0.8], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(python.log.latency, [2.1, 0.8], rtol=0, atol=1e-12)
+
+
+def test_full_job_tables_are_grown_not_truncated(monkeypatch):
+    monkeypatch.setattr(event, "QUEUE", 1)
+    monkeypatch.setattr(event, "_QUEUES", {})
+    scenario = stressed(deadline_policy="keep", seed=12)
+    trace, subsets, fractions = random_fractions(scenario, 1)
+    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
+    assert_same_episode(batch, 0, replica, python, watch)
+    assert max(event._QUEUES.values()) > 1
+
+
+# -- learners and engines ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["amcoedge", "drlcoedge"])
+def test_dqn_greedy_decisions_match_python(name):
+    scenario = stressed(tasks_per_slot=N, arrival_prob=0.5, rates=(30.0, 40.0, 50.0), seed=5)
+    scheduler = make_scheduler(name, scenario)
+    scheduler.train(False)
+    policy = scheduler.jax_policy()
+    replicas = [kernel.Replica(scenario, e) for e in (0, 1)]
+    batch = kernel.run_batch(replicas, policy, length=WIDTH)
+    for i, rep in enumerate(replicas):
+        python = Simulation(scenario, scheduler).run_episode(rep.episode)
+        assert_same_episode(batch, i, rep, python)
+
+
+def test_auto_engine_runs_event_scenarios_on_the_kernel():
+    scenario = stressed(arrival_prob=0.5)
+    scheduler = OptimalScheduler(scenario)
+    compiled = resolve("auto", scenario, scheduler, episodes=[0])
+    assert compiled.engine == "compiled"
+    python = resolve("python", scenario, scheduler).run_episode(0)
+    got = compiled.run_episode(0)
+    np.testing.assert_allclose(got.log.latency, python.log.latency, rtol=0, atol=TOL)
+
+
+def test_faults_stay_on_the_python_path():
+    scenario = stressed(faults={"windows": [{"target": "server", "index": 0, "start": 0.1, "end": 0.3}]})
+    with pytest.raises(SchedulerError, match="without faults"):
+        resolve("compiled", scenario, OptimalScheduler(scenario))
+    assert resolve("auto", scenario, OptimalScheduler(scenario)).__class__ is Simulation
+    with pytest.raises(ValueError, match="whole episodes in the nested layout"):
+        kernel.run_batch([kernel.Replica(stressed(), 0)], kernel.JaxPolicy(local_decide), layout="flat")
