@@ -37,7 +37,7 @@ COMBOS = [
     ("keep", "destination", True, "hecwa"),
     ("drop", "destination", True, "cwa"),
 ]
-EXAMPLES = settings(max_examples=12, deadline=None)
+EXAMPLES = settings(max_examples=6, deadline=None)
 
 
 def distinct(capacities) -> bool:
@@ -229,13 +229,14 @@ def test_hand_computed_overtaking():
 
 
 def test_full_job_tables_are_grown_not_truncated(monkeypatch):
-    monkeypatch.setattr(event, "QUEUE", 1)
-    monkeypatch.setattr(event, "_QUEUES", {})
+    monkeypatch.setattr(event, "SIZES", (1, 1, 1))
+    monkeypatch.setattr(event, "_SIZES", {})
     scenario = stressed(deadline_policy="keep", seed=12)
     trace, subsets, fractions = random_fractions(scenario, 1)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
-    assert max(event._QUEUES.values()) > 1
+    ((table, ring, steps),) = event._SIZES.values()
+    assert min(table, ring, steps) > 1
 
 
 # -- learners and engines ----------------------------------------------------------------------------

@@ -105,14 +105,17 @@ def linear_terms(caps, rates, backlog, link_wait, b, work, size, result=0.0, loc
     return wait, duration, tx
 
 
+def estimate_params(params):
+    """The `SlottedParams` of the event model's make-span estimate: a server without a share does not count."""
+    return params._replace(variant=params.variant.model_copy(update={"makespan_counts_idle": False}))
+
+
 class EventModel(DelayModel):
     """Event-driven delay model; see the module docstring for the physics and the estimates."""
 
     def __init__(self, scenario: Scenario, scheduler):
         super().__init__(scenario, scheduler)
-        # the estimate used by obs.evaluate: zero-fraction servers do not count in the make-span
-        variant = self.params.variant.model_copy(update={"makespan_counts_idle": False})
-        self.estimate_params = self.params._replace(variant=variant)
+        self.estimate_params = estimate_params(self.params)  # what obs.evaluate uses
         n = self.n
         self._caps = [float(f) for f in scenario.capacities]
         self._rates = [float(r) for r in scenario.rates]

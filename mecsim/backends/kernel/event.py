@@ -5,23 +5,22 @@ physics), scanned over a replica's slots and their tasks and vmapped over replic
 
 * a remote share's delivery is fixed when it is committed (each link is FIFO in decision
   order), exactly as the SimPy path computes it;
-* each ES keeps a table of the jobs it has been sent and not yet scheduled (on the wire,
-  or queued). At each slot start the server schedules, in order of arrival at the ES
-  (ties in decision order), every job that has arrived by then. This is safe because
-  every later decision arrives at or after that instant with a later sequence number, so
-  no job not yet known can go before it: a later local share overtakes an earlier remote
-  one still on the wire exactly when it arrives first;
-* "keep": a scheduled job leaves the table; the server's work still to do is
-  ``(free - now)·f``, because every scheduled job has arrived, so there is no idle gap
-  after ``now``. "drop": scheduled and lost jobs stay in the table until they no longer
-  count in the observed backlog (completed, or past their deadline), because the SimPy
-  model keeps a slot's work in its bucket until the deadline;
-* result downloads are scheduled with the job that produces them (each download link is
+* at each slot start every ES schedules, in order of arrival at the ES (ties in decision
+  order), every share that has arrived by then: those of the slot just decided and those
+  still waiting from earlier slots. This is exact because every later decision arrives at
+  or after that instant and comes later in decision order, so no share not yet known can
+  go before it: a later local share overtakes an earlier remote one still on the wire
+  exactly when it arrives first. Shares not yet arrived wait in a table of fixed size;
+* the scheduled shares of each ES form a ring in order of service (which is also their
+  order of completion); the SimPy model's bookkeeping of assigned and not yet processed
+  work (``pending``) is kept with the same additions and subtractions in the same order,
+  so schedulers observe the same numbers to the bit and break ties alike;
+* result downloads are scheduled with the share that produces them (each download link is
   fed by one ES, in its completion order).
 
-A table that would overflow sets a flag; `run_event_batch` then runs the group again with a
-larger table, so a result is never silently wrong. Faults are not compiled: the SimPy path
-runs them.
+A table or ring that would overflow sets a flag; `run_episodes` then runs the group again
+with larger ones, so a result is never silently wrong. Faults are not compiled: the SimPy
+path runs them.
 """
 
 from __future__ import annotations
@@ -36,58 +35,47 @@ from jax import lax
 
 from ...jaxconfig import jit, x64
 from ...models import slotted
+from ...models.event_model import estimate_params
 from .layout import Tasks
 from .scan import PREPARE_KEY, Outputs, task_key
 from .shape import Env, JaxPolicy, KernelContext, KernelTask, SlotView, Spec, context
 
-EMPTY, WAITING = 0, 1
-"""A row of a job table: free, or a share sent to the ES and not yet scheduled (on the wire, or queued)."""
-
-NO_SEQ = np.iinfo(np.int32).max
+NO_ENTRY = np.iinfo(np.int32).max
 
 
-class Waiting(NamedTuple):
-    """Per-ES tables of the shares not yet scheduled, each field (B, J)."""
+class Shares(NamedTuple):
+    """Shares sent to the ESs and not yet scheduled: a slot's new ones, each field (B, W), or the queues
+    from each source BS to each ES, each field (B, B, J). ``entry`` is the task's entry (slot·W +
+    position), -1 for no share. Each queue is in order of arrival: a link is FIFO in decision order."""
 
-    status: Any
-    arrival: Any  # at the ES: the order of service (ties in decision order)
-    wake: Any  # when an idle server takes it up (the SimPy event's time, ``now + (arrival - now)``)
-    seq: Any  # decision order of the share
+    entry: Any
+    arrival: Any  # at the ES: the order of service (ties in decision order, i.e. by entry)
     work: Any  # Gcycles
-    deadline: Any  # absolute
-    bucket: Any  # the row of `EventState.pending` it counts in (its slot under "drop", else 0)
-    entry: Any  # the task's entry (slot·width + position)
-    src: Any  # the task's BS
     down: Any  # Mbit of result downloaded once served
 
 
-class Scheduled(NamedTuple):
+class Ring(NamedTuple):
     """Per-ES rings of scheduled shares not yet completed, in order of service, each field (B, J)."""
 
     start: Any
     end: Any  # end of service (or of the cut at the deadline; the start for a share discarded at its turn)
     work: Any
     done: Any  # served in full
-    deadline: Any
-    bucket: Any
+    entry: Any
 
 
 class EventState(NamedTuple):
-    """One replica's state between decisions.
+    """One replica's state between slots (and, during a slot, between decisions)."""
 
-    ``pending`` is the SimPy model's bookkeeping of assigned and not yet processed work, kept with
-    the same additions in the same order (at each commit; a subtraction when a share completes,
-    between slots), so that schedulers observe the same numbers to the bit and break ties alike.
-    """
-
-    waiting: Waiting
-    scheduled: Scheduled
+    sent: Shares  # (B ES, B sources, J) queues of shares sent and not yet scheduled
+    sent_head: Any  # (B, B) queue position of each queue's first share
+    sent_size: Any  # (B, B) shares in each queue
+    ring: Ring
     head: Any  # (B,) ring position of the first scheduled share
     size: Any  # (B,) scheduled shares in the ring
     free: Any  # (B,) when each server has finished what it has been scheduled
     link_free: Any  # (L,) when each upload link is free (L = B·B pairs, or B destinations)
     down_free: Any  # (L,) the same for the download links
-    seq: Any  # shares committed so far
     pending: Any  # (1 or T, B) Gcycles assigned and not processed: one bucket, or one per slot ("drop")
     jobs: Any  # (B,) shares towards or at each ES ("keep": the bucket is reset to 0 when none is left)
     prefix: Any  # (B,) "drop": the live buckets of earlier slots, summed at the slot start
@@ -95,27 +83,33 @@ class EventState(NamedTuple):
     backlog: Any  # (B,) Gcycles observed at the slot start
     served: Any  # (B,) Gcycles processed within the horizon
     last: Any  # (T·W,) latest end of each task's shares (its result delivered)
-    dropped: Any  # (T·W,) a share of the task was dropped
-    overflow: Any  # a table or ring was full
+    dropped: Any  # (T·W,) a share of the task was dropped at an ES or on a download link
+    overflow: Any  # (3,) a queue of sent shares, a ring, the shares scheduled at one slot start were too many
 
 
-def initial_state(spec: Spec, queue: int) -> EventState:
+def no_shares(*shape: int) -> Shares:
+    zeros = jnp.zeros(shape)
+    return Shares(jnp.full(shape, -1, jnp.int32), zeros, zeros, zeros)
+
+
+def initial_state(spec: Spec, sizes: tuple[int, int, int]) -> EventState:
+    """``sizes``: rows of each queue of sent shares and of each ES's ring, and shares scheduled at once (`SIZES`)."""
     b, n_links = spec.n_bs, spec.n_bs * spec.n_bs if spec.link_topology == "pair" else spec.n_bs
-    zeros, ints = jnp.zeros((b, queue)), jnp.zeros((b, queue), jnp.int32)
-    waiting = Waiting(ints, zeros, zeros, ints, zeros, zeros, ints, ints, ints, zeros)
-    scheduled = Scheduled(zeros, zeros, zeros, jnp.zeros((b, queue), bool), zeros, ints)
+    table, queue, _ = sizes
+    zeros = jnp.zeros((b, queue))
+    ring = Ring(zeros, zeros, zeros, jnp.zeros((b, queue), bool), jnp.zeros((b, queue), jnp.int32))
     entries = spec.decision_slots * spec.length
-    buckets = spec.decision_slots if spec.deadline_policy == "drop" else 1
     return EventState(
-        waiting,
-        scheduled,
+        no_shares(b, b, table),
+        jnp.zeros((b, b), jnp.int32),
+        jnp.zeros((b, b), jnp.int32),
+        ring,
         head=jnp.zeros(b, jnp.int32),
         size=jnp.zeros(b, jnp.int32),
         free=jnp.zeros(b),
         link_free=jnp.zeros(n_links),
         down_free=jnp.zeros(n_links),
-        seq=jnp.int32(0),
-        pending=jnp.zeros((buckets, b)),
+        pending=jnp.zeros((spec.decision_slots if spec.deadline_policy == "drop" else 1, b)),
         jobs=jnp.zeros(b, jnp.int32),
         prefix=jnp.zeros(b),
         progress=jnp.zeros(b),
@@ -123,93 +117,132 @@ def initial_state(spec: Spec, queue: int) -> EventState:
         served=jnp.zeros(b),
         last=jnp.zeros(entries),
         dropped=jnp.zeros(entries, bool),
-        overflow=jnp.bool_(False),
-    )
-
-
-def _set_rows(table, rows, cols, values: dict, where):
-    """``table`` with row ``cols[i]`` of ES ``i`` set to ``values`` where ``where[i]``."""
-    return table._replace(
-        **{
-            name: getattr(table, name)
-            .at[rows, cols]
-            .set(jnp.where(where, value, getattr(table, name)[rows, cols]))
-            for name, value in values.items()
-        }
+        overflow=jnp.zeros(3, bool),
     )
 
 
 # -- the servers -----------------------------------------------------------------------------------
-def _schedule_next(spec: Spec, env: Env, horizon, target, state: EventState) -> EventState:
-    """Every ES with a share arrived by ``target`` schedules its first one (by arrival, then sequence)."""
-    table, caps, rates, n = state.waiting, env.capacities, env.rates, spec.n_bs
+def enqueue(spec: Spec, bs, state: EventState, fresh: Shares) -> EventState:
+    """Append a slot's new shares (B, W) to the queues of their (ES, source BS), in decision order."""
+    n = spec.n_bs
+    table = state.sent.entry.shape[2]
+    valid = fresh.entry >= 0
+    src = bs[jnp.maximum(fresh.entry, 0)]  # (B, W)
+    mine = valid[:, None, :] & (src[:, None, :] == jnp.arange(n)[None, :, None])  # (B ES, B src, W)
+    count = mine.sum(axis=2)
+    pos = (state.sent_head + state.sent_size)[:, :, None] + jnp.cumsum(mine, axis=2) - 1
+    es = jnp.broadcast_to(jnp.arange(n)[:, None], src.shape)
+    at = jnp.where(valid, jnp.take_along_axis(pos, src[:, None, :], axis=1)[:, 0] % table, table)
+    sent = jax.tree.map(lambda q, v: q.at[es, src, at].set(v, mode="drop"), state.sent, fresh)
+    full = jnp.any(state.sent_size + count > table)
+    return state._replace(
+        sent=sent,
+        sent_size=state.sent_size + count.astype(jnp.int32),
+        overflow=state.overflow.at[0].set(state.overflow[0] | full),
+    )
+
+
+def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) -> EventState:
+    """Every ES schedules, in order of arrival (then entry), the sent shares arrived by ``target`` (all of
+    them for +inf): a merge of its queues, whose heads are compared at each step. ``bs``: (T·W,) each
+    entry's BS; ``steps``: how many shares an ES may schedule at once (more sets the overflow flag)."""
+    n, caps, rates, width = spec.n_bs, env.capacities, env.rates, spec.length
     drop = spec.deadline_policy == "drop"
+    horizon = spec.decision_slots * env.slot_length
+    table, queue = state.sent.entry.shape[2], state.ring.start.shape[1]
     rows = jnp.arange(n)
-    eligible = (table.status == WAITING) & (table.arrival <= target)
-    first_arrival = jnp.min(jnp.where(eligible, table.arrival, jnp.inf), axis=1, keepdims=True)
-    tied = eligible & (table.arrival == first_arrival)
-    j = jnp.argmin(jnp.where(tied, table.seq, NO_SEQ), axis=1)
-    active = eligible.any(axis=1)
-    pick = jax.tree.map(lambda a: a[rows, j], table)
-    start = jnp.maximum(state.free, pick.wake)
-    finish = start + pick.work / caps  # as SimPy's clock: start + w/f
-    if drop:
-        head = pick.deadline <= start  # past its deadline when its turn comes: discarded, no time taken
-        cut = ~head & (finish > pick.deadline)  # cut at the deadline, partial service lost
-        end = jnp.where(head, start, jnp.where(cut, pick.deadline, finish))
-        free = jnp.where(head, start, jnp.where(cut, start + (pick.deadline - start), finish))
-        done = ~head & ~cut
-    else:
-        end, free, done = finish, finish, jnp.ones(n, bool)
+    pair = spec.link_topology == "pair"
+
+    def heads(taken):
+        """Each queue's next share (fields (B, B)), and whether it has arrived by ``target``."""
+        at = ((state.sent_head + taken) % table)[:, :, None]
+        head = jax.tree.map(lambda q: jnp.take_along_axis(q, at, axis=2)[:, :, 0], state.sent)
+        here = (taken < state.sent_size) & (head.arrival <= target)
+        return head, here
+
+    def step(carry, _):
+        # one share per ES: the earliest arrival among the queue heads (ties: the earlier entry)
+        taken, free, down_free = carry
+        head, here = heads(taken)
+        arrival = jnp.where(here, head.arrival, jnp.inf)
+        earliest = arrival == arrival.min(axis=1, keepdims=True)
+        src = jnp.argmin(jnp.where(here & earliest, head.entry, NO_ENTRY), axis=1)
+        job = jax.tree.map(lambda a: a[rows, src], head)
+        active = here[rows, src]
+        decided = (jnp.maximum(job.entry, 0) // width) * env.slot_length
+        dl = decided + env.deadline
+        begin = jnp.maximum(free, decided + (job.arrival - decided))  # when SimPy's idle server wakes
+        service = job.work / caps
+        finish = begin + service  # as SimPy's clock: start + w/f
+        free_after, done = finish, jnp.ones(n, bool)
+        if drop:
+            head_drop = dl <= begin  # past its deadline when its turn comes: discarded, no time taken
+            cut = ~head_drop & (finish > dl)  # cut at the deadline, partial service lost
+            free_after = jnp.where(head_drop, begin, jnp.where(cut, begin + (dl - begin), finish))
+            finish = jnp.where(head_drop, begin, jnp.where(cut, dl, finish))
+            done = ~head_drop & ~cut
+        got = finish
+        lost = jnp.zeros(n, bool)
+        if spec.downloads:  # the result goes back to the task's BS, FIFO on this ES's download link
+            link = rows * n + src if pair else rows
+            sending = jnp.maximum(down_free[link], finish)
+            got = sending + job.down / rates
+            after = got
+            fetch = active & done & (job.down > 0.0)
+            if drop:  # a result that would arrive after the deadline is dropped there
+                lost = fetch & (got > dl)
+                after = jnp.where(lost, jnp.where(sending < dl, dl, down_free[link]), got)
+            got = jnp.where(fetch, got, finish)
+            down_free = down_free.at[jnp.where(fetch, link, down_free.shape[0])].set(after, mode="drop")
+        taken = taken.at[rows, src].add(active.astype(jnp.int32))
+        free = jnp.where(active, free_after, free)
+        out = (active, job.entry, job.work, begin, finish, done, active & done & ~lost, got)
+        return (taken, free, down_free), out
+
+    init = (jnp.zeros((n, n), jnp.int32), state.free, state.down_free)
+    (taken, free, down_free), columns = lax.scan(step, init, None, length=steps)
+    active, entry, work, start, end, done, completed, finish = (a.T for a in columns)  # (B, steps)
     served = jnp.where(
         done & (end <= horizon),
-        pick.work,
-        jnp.where(start < horizon, (jnp.minimum(end, horizon) - start) * caps, 0.0),
+        work,
+        jnp.where(start < horizon, (jnp.minimum(end, horizon) - start) * caps[:, None], 0.0),
     )
-    # the result goes back to the task's BS, FIFO on this ES's download link
-    fetch = done & (pick.down > 0.0)
-    link = rows * n + pick.src if spec.link_topology == "pair" else rows
-    begin = jnp.maximum(state.down_free[link], end)
-    delivered = begin + pick.down / rates
-    lost_down = fetch & (delivered > pick.deadline) if drop else jnp.zeros(n, bool)
-    after = jnp.where(
-        lost_down, jnp.where(begin < pick.deadline, pick.deadline, state.down_free[link]), delivered
-    )
-    n_links = state.down_free.shape[0]
-    down_free = state.down_free.at[jnp.where(active & fetch, link, n_links)].set(after, mode="drop")
-    completed = done & ~lost_down
+    # the scheduled shares join each ES's ring, in order of service
+    n_ready = active.sum(axis=1).astype(jnp.int32)
+    at = jnp.where(active, ((state.head + state.size)[:, None] + jnp.arange(steps)) % queue, queue)
+    ring = Ring(start, end, work, done, entry)
+    ring = jax.tree.map(lambda a, v: a.at[rows[:, None], at].set(v, mode="drop"), state.ring, ring)
     n_entries = state.last.shape[0]
-    last = state.last.at[jnp.where(active & completed, pick.entry, n_entries)].max(
-        jnp.where(fetch, delivered, end), mode="drop"
-    )
-    dropped = state.dropped.at[jnp.where(active & ~completed, pick.entry, n_entries)].set(True, mode="drop")
-    queue = table.status.shape[1]
-    tail = (state.head + state.size) % queue
-    ring = dict(start=start, end=end, work=pick.work, done=done, deadline=pick.deadline, bucket=pick.bucket)
+    last = state.last.at[jnp.where(completed, entry, n_entries)].max(finish, mode="drop")
+    dropped = state.dropped.at[jnp.where(active & ~completed, entry, n_entries)].set(True, mode="drop")
+    _, still = heads(taken)
+    overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
     return state._replace(
-        waiting=table._replace(status=table.status.at[rows, j].set(jnp.where(active, EMPTY, pick.status))),
-        scheduled=_set_rows(state.scheduled, rows, tail, ring, active),
-        size=state.size + active,
-        free=jnp.where(active, free, state.free),
+        sent_head=(state.sent_head + taken) % table,
+        sent_size=state.sent_size - taken,
+        ring=ring,
+        size=state.size + n_ready,
+        free=free,
         down_free=down_free,
-        served=state.served + jnp.where(active, served, 0.0),
+        served=state.served + jnp.where(active, served, 0.0).sum(axis=1),
         last=last,
         dropped=dropped,
-        overflow=state.overflow | jnp.any(active & (state.size == queue)),
+        overflow=state.overflow | overflow,
     )
 
 
 def _complete_next(spec: Spec, now, state: EventState) -> EventState:
     """Every ES whose first scheduled share ended before ``now`` lets it go (SimPy's bookkeeping at its end)."""
     rows = jnp.arange(spec.n_bs)
-    ring = jax.tree.map(lambda a: a[rows, state.head], state.scheduled)
+    ring = jax.tree.map(lambda a: a[rows, state.head], state.ring)
     active = (state.size > 0) & (ring.end < now)
     take = active & ring.done
-    pending = state.pending.at[ring.bucket, rows].add(jnp.where(take, -ring.work, 0.0))
+    bucket = ring.entry // spec.length if spec.deadline_policy == "drop" else 0
+    pending = state.pending.at[bucket, rows].add(jnp.where(take, -ring.work, 0.0))
     jobs = state.jobs - active
     if spec.deadline_policy != "drop":  # nothing left towards the ES: clear the rounding residue
         pending = jnp.where(active & (jobs == 0), 0.0, pending)
-    queue = state.scheduled.start.shape[1]
+    queue = state.ring.start.shape[1]
     return state._replace(
         head=jnp.where(active, (state.head + 1) % queue, state.head),
         size=state.size - active,
@@ -218,24 +251,22 @@ def _complete_next(spec: Spec, now, state: EventState) -> EventState:
     )
 
 
-def advance(spec: Spec, env: Env, horizon, now, state: EventState) -> EventState:
+def advance(spec: Spec, env: Env, bs, now, state: EventState, fresh: Shares, steps: int) -> EventState:
     """Bring the servers to ``now``: schedule every share arrived by then, let go of those ended before it,
     and take the progress of the share in service."""
 
-    def arrived(s):
-        return jnp.any((s.waiting.status == WAITING) & (s.waiting.arrival <= now))
-
     def ended(s):
         rows = jnp.arange(spec.n_bs)
-        return jnp.any((s.size > 0) & (s.scheduled.end[rows, s.head] < now))
+        return jnp.any((s.size > 0) & (s.ring.end[rows, s.head] < now))
 
-    state = lax.while_loop(arrived, lambda s: _schedule_next(spec, env, horizon, now, s), state)
+    state = schedule(spec, env, bs, now, enqueue(spec, bs, state, fresh), steps)
     state = lax.while_loop(ended, lambda s: _complete_next(spec, now, s), state)
     rows = jnp.arange(spec.n_bs)
-    first = jax.tree.map(lambda a: a[rows, state.head], state.scheduled)
+    first = jax.tree.map(lambda a: a[rows, state.head], state.ring)
     in_service = (state.size > 0) & (first.start < now)
     if spec.deadline_policy == "drop":
-        in_service = in_service & (first.deadline > now)
+        deadline = (first.entry // spec.length) * env.slot_length + env.deadline
+        in_service = in_service & (deadline > now)
     done = (now - first.start) * env.capacities
     progress = jnp.where(in_service, jnp.where(done > first.work, first.work, done), 0.0)
     return state._replace(progress=progress)
@@ -282,8 +313,11 @@ def task_terms(spec: Spec, env: Env, now, current, link_free, b, size, density, 
     return wait, duration, jnp.where(local, 0.0, link_wait)
 
 
-def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fractions) -> EventState:
-    """Send a task's shares on their way: the local one to its ES, the others onto their links."""
+def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fractions):
+    """Send a task's shares on their way: the local one to its ES, the others onto their links.
+
+    Returns the new state, the shares sent (`Shares` fields of shape (B,)) and whether one was lost on
+    its link ("drop": it would arrive after the deadline)."""
     n, rates = spec.n_bs, env.rates
     b = x.bs
     local = jnp.arange(n) == b
@@ -299,63 +333,45 @@ def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fra
         after = jnp.where(lost, jnp.where(begin < deadline, deadline, link_free), delivery)
     else:
         lost, after = jnp.zeros(n, bool), delivery
-    link_free = state.link_free.at[links].set(jnp.where(remote, after, link_free))
     work = fractions * (x.size * x.density)
     down = jnp.zeros(n) if x.result is None else fractions * x.result
     if not spec.variant.local_download:
         down = jnp.where(local, 0.0, down)
     sent = share & ~lost
-    table = state.waiting
-    room = table.status == EMPTY
+    shares = Shares(jnp.where(sent, entry, -1).astype(jnp.int32), jnp.where(local, now, delivery), work, down)
     bucket = t if spec.deadline_policy == "drop" else 0
-    row = {
-        "status": jnp.full(n, WAITING),
-        "arrival": jnp.where(local, now, delivery),
-        "wake": jnp.where(local, now, now + (delivery - now)),
-        "seq": state.seq + jnp.cumsum(share).astype(jnp.int32),
-        "work": work,
-        "deadline": jnp.broadcast_to(deadline, (n,)),
-        "bucket": jnp.full(n, bucket, jnp.int32),
-        "entry": jnp.full(n, entry, jnp.int32),
-        "src": jnp.full(n, b, jnp.int32),
-        "down": down,
-    }
-    rows = jnp.arange(n)
-    return state._replace(
-        waiting=_set_rows(table, rows, jnp.argmax(room, axis=1), row, sent),
-        link_free=link_free,
-        seq=state.seq + share.sum().astype(jnp.int32),
+    state = state._replace(
+        link_free=state.link_free.at[links].set(jnp.where(remote, after, link_free)),
         pending=state.pending.at[bucket].add(work),  # 0 where there is no share: adds nothing
         jobs=state.jobs + sent,
-        dropped=state.dropped.at[entry].set(state.dropped[entry] | jnp.any(lost)),
-        overflow=state.overflow | jnp.any(sent & ~room.any(axis=1)),
     )
-
-
-def _select(flag, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+    return state, shares, jnp.any(lost)
 
 
 def estimate_context(spec: Spec, env: Env) -> KernelContext:
     """The context policies see: the event model's estimate counts only servers with a share."""
     ctx = context(spec, env)
-    variant = ctx.p.variant.model_copy(update={"makespan_counts_idle": False})
-    return KernelContext(ctx.p._replace(variant=variant), ctx.rule, ctx.masks, ctx.n_bs, ctx.tasks_per_slot)
+    return KernelContext(estimate_params(ctx.p), ctx.rule, ctx.masks, ctx.n_bs, ctx.tasks_per_slot)
 
 
-def slot_step(spec: Spec, policy: JaxPolicy, env: Env, params, key, state: EventState, tasks: Tasks, t):
-    """Slot ``t``: the servers advance to its start, then its tasks are decided and committed in order."""
+def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, carry, tasks: Tasks, t):
+    """Slot ``t``: the servers advance to its start, then its tasks are decided and committed in order.
+
+    ``carry``: (state, the shares sent in the previous slot, (B, W)); returns the next carry and per
+    entry the `Outputs` (outcomes still empty) and whether a share was lost on its link."""
+    state, fresh = carry
     ctx = estimate_context(spec, env)
     now = t * env.slot_length
-    horizon = spec.decision_slots * env.slot_length
-    state = advance(spec, env, horizon, now, state)
+    state = advance(spec, env, tasks.bs_all, now, state, fresh, steps)
     if spec.deadline_policy == "drop":
         state = state._replace(prefix=live_prefix(spec, env, now, t, state.pending))
     backlog = observed(spec, state, t)
     state = state._replace(backlog=backlog)
+    slot_tasks = tasks.slot_tasks
     prepared = None
     if policy.prepare is not None:
-        view = SlotView(tasks.valid, tasks.bs, tasks.task, tasks.size, tasks.density, tasks.result, t)
+        x = slot_tasks
+        view = SlotView(x.valid, x.bs, x.task, x.size, x.density, x.result, t)
         seen = slotted.SlotState(backlog, jnp.zeros_like(backlog), jnp.zeros_like(backlog))
         prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), seen, view, ctx)
 
@@ -373,32 +389,45 @@ def slot_step(spec: Spec, policy: JaxPolicy, env: Env, params, key, state: Event
         decision = policy.decide(params, task_key(key, x.slot, x.pos), seen, task, ctx)
         subset, fractions = (jnp.asarray(a, wait.dtype) for a in decision[:2])
         aux = decision[2] if len(decision) > 2 else None
-        new = commit(spec, env, now, t, state, x, t * spec.length + x.pos, fractions)
+        # padding commits nothing: no share
+        entry = t * spec.length + x.pos
+        state, shares, lost = commit(spec, env, now, t, state, x, entry, jnp.where(x.valid, fractions, 0.0))
         zero = jnp.zeros((), wait.dtype)
-        return _select(x.valid, new, state), Outputs(zero, jnp.bool_(False), zero, subset, fractions, aux)
+        return state, (Outputs(zero, jnp.bool_(False), zero, subset, fractions, aux), shares, lost)
 
-    return lax.scan(body, state, (tasks, prepared))
+    state, (out, shares, lost) = lax.scan(body, state, (slot_tasks, prepared))
+    fresh = jax.tree.map(lambda a: a.T, shares)  # (W, B) -> (B, W)
+    return (state, fresh), (out, lost)
 
 
-def episode(spec: Spec, policy: JaxPolicy, queue: int, env: Env, params, key, tasks: Tasks):
+class SlotInput(NamedTuple):
+    slot_tasks: Tasks  # this slot's entries (W,)
+    bs_all: Any  # (T·W,) every entry's BS (downloads go back to it)
+
+
+def episode(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int], env: Env, params, key, tasks: Tasks):
     """One episode over nested entries (T, W): (outputs (T, W), (final backlog, served, overflow))."""
+    bs_all = tasks.bs.reshape(-1)
+    steps = sizes[2]
 
-    def body(state, xs):
+    def body(carry, xs):
         slot_tasks, t = xs
-        return slot_step(spec, policy, env, params, key, state, slot_tasks, t)
+        return slot_step(spec, policy, steps, env, params, key, carry, SlotInput(slot_tasks, bs_all), t)
 
-    state, out = lax.scan(body, initial_state(spec, queue), (tasks, jnp.arange(spec.decision_slots)))
+    init = (initial_state(spec, sizes), no_shares(spec.n_bs, spec.length))
+    (state, fresh), (out, lost) = lax.scan(body, init, (tasks, jnp.arange(spec.decision_slots)))
     horizon = spec.decision_slots * env.slot_length
-    state = advance(spec, env, horizon, horizon, state)
+    state = advance(spec, env, bs_all, horizon, state, fresh, steps)
     t_end = spec.decision_slots
     if spec.deadline_policy == "drop":  # no bucket of slot T: the live earlier ones only
         backlog = jnp.maximum(live_prefix(spec, env, horizon, t_end, state.pending) - state.progress, 0.0)
     else:
         backlog = observed(spec, state, t_end)
-    state = advance(spec, env, horizon, jnp.inf, state)  # everything still on its way
+    # everything still on its way (every queue of each ES, full at most)
+    state = schedule(spec, env, bs_all, jnp.inf, state, spec.n_bs * sizes[0])
     arrival = tasks.slot * env.slot_length
     last = state.last.reshape(arrival.shape)
-    dropped = state.dropped.reshape(arrival.shape)
+    dropped = state.dropped.reshape(arrival.shape) | lost
     latency = last - arrival
     if spec.deadline_policy == "drop":
         failed = dropped
@@ -412,27 +441,31 @@ def episode(spec: Spec, policy: JaxPolicy, queue: int, env: Env, params, key, ta
 
 
 @lru_cache(maxsize=64)
-def compiled_episodes(spec: Spec, policy: JaxPolicy, queue: int):
+def compiled_episodes(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int]):
     """Jitted ``(env, params, keys, tasks) -> (outputs, (backlog, served, overflow))``, vmapped over replicas."""
-    fn = partial(episode, spec, policy, queue)
+    fn = partial(episode, spec, policy, sizes)
     return jit(jax.vmap(fn, in_axes=(0, 0 if policy.batched_params else None, 0, 0)))
 
 
-QUEUE = 32
-"""Rows of each ES's job table in a first call; doubled (and the call rerun) while a table overflows."""
+SIZES = (16, 32, 64)
+"""Rows of each ES's waiting table and ring, and the shares an ES may schedule at one slot start, in a
+first call; the one that overflows is doubled and the call rerun."""
 
-_QUEUES: dict[Spec, int] = {}  # the table size that last sufficed for a shape: reused, so kernels are too
+_SIZES: dict[
+    Spec, tuple[int, int, int]
+] = {}  # the sizes that last sufficed for a shape: reused, so kernels are too
 
 
 def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks):
-    """The replicas' episodes, with job tables large enough (host side; returns NumPy outputs)."""
-    queue = _QUEUES.get(spec, QUEUE)
+    """The replicas' episodes, with tables and rings large enough (host side; returns NumPy outputs)."""
+    sizes = _SIZES.get(spec, SIZES)
     while True:
         with x64():
             out, (backlog, served, overflow) = jax.device_get(
-                compiled_episodes(spec, policy, queue)(env, params, keys, tasks)
+                compiled_episodes(spec, policy, sizes)(env, params, keys, tasks)
             )
-        if not np.any(overflow):
-            _QUEUES[spec] = queue
+        full = np.asarray(overflow).reshape(-1, 3).any(axis=0)
+        if not full.any():
+            _SIZES[spec] = sizes
             return out, backlog, served
-        queue *= 2
+        sizes = tuple(size * 2 if grow else size for size, grow in zip(sizes, full))

@@ -1,0 +1,69 @@
+"""Tasks per second of the compiled event model (`mecsim.backends.kernel.event`) against its SimPy path.
+
+Prints one ``name: value`` line per figure. Usage: ``python benchmarks/event_kernel.py [--quick] [--no-train]``.
+
+The scenario is the AMCoEdge default point in the event model (`experiments/paper.toml`'s event cells:
+common preset, FIFO links and servers, deadline kept). Figures are measured as in `benchmarks/kernel.py`
+(end to end, compilation reported apart, best of several timed calls); ``xR``: R episodes per vmapped
+call. Ratios are between figures of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from kernel import compiled_tasks_per_s, python_tasks_per_s, python_train_seconds_per_episode, train_seconds
+
+from mecsim.config import Scenario
+from mecsim.plugins import make_scheduler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer timed episodes (noisier figures)")
+    parser.add_argument("--no-train", action="store_true", help="skip the AMCoEdge training figures")
+    parser.add_argument("--train-episodes", type=int, default=500)
+    args = parser.parse_args()
+    q = args.quick
+    figures: dict[str, float] = {"load_average_1min_start": os.getloadavg()[0]}
+    scenario = Scenario(model="event")
+
+    for name in ("optimal", "amcoedge"):
+        scheduler = make_scheduler(name, scenario)
+        if name == "amcoedge":
+            scheduler.train(False)  # greedy decisions of an (untrained) network
+        figures[f"event_{name}_python_tasks_per_s"] = python_tasks_per_s(scenario, scheduler, 2 if q else 5)
+        for replicas, groups in ((1, 4 if q else 12), (8, 2 if q else 6), (64, 1 if q else 3)):
+            rate, compile_s = compiled_tasks_per_s(scenario, scheduler, replicas, groups)
+            figures[f"event_{name}_compiled_x{replicas}_tasks_per_s"] = rate
+            figures[f"event_{name}_compiled_x{replicas}_compile_s"] = compile_s
+        for replicas in (1, 8, 64):
+            figures[f"event_{name}_compiled_x{replicas}_over_python"] = (
+                figures[f"event_{name}_compiled_x{replicas}_tasks_per_s"]
+                / figures[f"event_{name}_python_tasks_per_s"]
+            )
+
+    if not args.no_train:
+        n = args.train_episodes
+        figures["event_amcoedge_python_train_s_per_episode"] = python_train_seconds_per_episode(
+            scenario, 3 if q else 10
+        )
+        figures[f"event_amcoedge_python_train_{n}ep_s_estimate"] = (
+            figures["event_amcoedge_python_train_s_per_episode"] * n
+        )
+        wall, compile_s, last = train_seconds(scenario, [0], n)
+        figures[f"event_amcoedge_train_{n}ep_s"] = wall
+        figures["event_amcoedge_train_compile_s"] = compile_s
+        figures[f"event_amcoedge_train_{n}ep_last50_makespan"] = last
+        figures[f"event_amcoedge_train_{n}ep_python_over_kernel"] = (
+            figures[f"event_amcoedge_python_train_{n}ep_s_estimate"] / wall
+        )
+
+    figures["load_average_1min_end"] = os.getloadavg()[0]
+    for name, value in figures.items():
+        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+
+
+if __name__ == "__main__":
+    main()
