@@ -154,20 +154,23 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     pair = spec.link_topology == "pair"
 
     def heads(taken):
-        """Each queue's next share (fields (B, B)), and whether it has arrived by ``target``."""
-        at = ((state.sent_head + taken) % table)[:, :, None]
-        head = jax.tree.map(lambda q: jnp.take_along_axis(q, at, axis=2)[:, :, 0], state.sent)
-        here = (taken < state.sent_size) & (head.arrival <= target)
-        return head, here
+        """Each queue's position of its next share, its (arrival, entry) (B, B), and whether it has arrived."""
+        at = (state.sent_head + taken) % table
+        arrival = jnp.take_along_axis(state.sent.arrival, at[:, :, None], axis=2)[:, :, 0]
+        entry = jnp.take_along_axis(state.sent.entry, at[:, :, None], axis=2)[:, :, 0]
+        return at, arrival, entry, (taken < state.sent_size) & (arrival <= target)
+
+    sources = jnp.arange(n)
 
     def step(carry, _):
         # one share per ES: the earliest arrival among the queue heads (ties: the earlier entry)
         taken, free, down_free = carry
-        head, here = heads(taken)
-        arrival = jnp.where(here, head.arrival, jnp.inf)
+        at, arrival, entry, here = heads(taken)
+        arrival = jnp.where(here, arrival, jnp.inf)
         earliest = arrival == arrival.min(axis=1, keepdims=True)
-        src = jnp.argmin(jnp.where(here & earliest, head.entry, NO_ENTRY), axis=1)
-        job = jax.tree.map(lambda a: a[rows, src], head)
+        src = jnp.argmin(jnp.where(here & earliest, entry, NO_ENTRY), axis=1)
+        pos = at[rows, src]
+        job = jax.tree.map(lambda q: q[rows, src, pos], state.sent)
         active = here[rows, src]
         decided = (jnp.maximum(job.entry, 0) // width) * env.slot_length
         dl = decided + env.deadline
@@ -194,7 +197,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
                 after = jnp.where(lost, jnp.where(sending < dl, dl, down_free[link]), got)
             got = jnp.where(fetch, got, finish)
             down_free = down_free.at[jnp.where(fetch, link, down_free.shape[0])].set(after, mode="drop")
-        taken = taken.at[rows, src].add(active.astype(jnp.int32))
+        taken = taken + ((sources == src[:, None]) & active[:, None])
         free = jnp.where(active, free_after, free)
         out = (active, job.entry, job.work, begin, finish, done, active & done & ~lost, got)
         return (taken, free, down_free), out
@@ -215,7 +218,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     n_entries = state.last.shape[0]
     last = state.last.at[jnp.where(completed, entry, n_entries)].max(finish, mode="drop")
     dropped = state.dropped.at[jnp.where(active & ~completed, entry, n_entries)].set(True, mode="drop")
-    _, still = heads(taken)
+    still = heads(taken)[3]
     overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
     return state._replace(
         sent_head=(state.sent_head + taken) % table,
@@ -231,36 +234,41 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     )
 
 
-def _complete_next(spec: Spec, now, state: EventState) -> EventState:
-    """Every ES whose first scheduled share ended before ``now`` lets it go (SimPy's bookkeeping at its end)."""
+def complete(spec: Spec, now, state: EventState) -> EventState:
+    """Let go of the scheduled shares that ended before ``now``, in order of completion, with SimPy's
+    bookkeeping at each end (subtractions in that order: the same rounding)."""
     rows = jnp.arange(spec.n_bs)
-    ring = jax.tree.map(lambda a: a[rows, state.head], state.ring)
-    active = (state.size > 0) & (ring.end < now)
-    take = active & ring.done
-    bucket = ring.entry // spec.length if spec.deadline_policy == "drop" else 0
-    pending = state.pending.at[bucket, rows].add(jnp.where(take, -ring.work, 0.0))
-    jobs = state.jobs - active
-    if spec.deadline_policy != "drop":  # nothing left towards the ES: clear the rounding residue
-        pending = jnp.where(active & (jobs == 0), 0.0, pending)
-    queue = state.ring.start.shape[1]
+    ring, queue = state.ring, state.ring.start.shape[1]
+    ended = (jnp.arange(queue) < state.size[:, None]) & (
+        jnp.take_along_axis(ring.end, (state.head[:, None] + jnp.arange(queue)) % queue, axis=1) < now
+    )
+    count = ended.sum(axis=1).astype(jnp.int32)  # a prefix of each ring: ends are in order of service
+
+    def one(carry):
+        # only the bookkeeping travels through the loop (a vmapped loop selects its whole carry each step)
+        k, pending, jobs = carry
+        at = (state.head + k) % queue
+        active = k < count
+        take = active & ring.done[rows, at]
+        bucket = ring.entry[rows, at] // spec.length if spec.deadline_policy == "drop" else 0
+        pending = pending.at[bucket, rows].add(jnp.where(take, -ring.work[rows, at], 0.0))
+        jobs = jobs - active
+        if spec.deadline_policy != "drop":  # nothing left towards the ES: clear the rounding residue
+            pending = jnp.where(active & (jobs == 0), 0.0, pending)
+        return k + 1, pending, jobs
+
+    init = (jnp.int32(0), state.pending, state.jobs)
+    _, pending, jobs = lax.while_loop(lambda c: c[0] < count.max(), one, init)
     return state._replace(
-        head=jnp.where(active, (state.head + 1) % queue, state.head),
-        size=state.size - active,
-        pending=pending,
-        jobs=jobs,
+        head=(state.head + count) % queue, size=state.size - count, pending=pending, jobs=jobs
     )
 
 
 def advance(spec: Spec, env: Env, bs, now, state: EventState, fresh: Shares, steps: int) -> EventState:
     """Bring the servers to ``now``: schedule every share arrived by then, let go of those ended before it,
     and take the progress of the share in service."""
-
-    def ended(s):
-        rows = jnp.arange(spec.n_bs)
-        return jnp.any((s.size > 0) & (s.ring.end[rows, s.head] < now))
-
     state = schedule(spec, env, bs, now, enqueue(spec, bs, state, fresh), steps)
-    state = lax.while_loop(ended, lambda s: _complete_next(spec, now, s), state)
+    state = complete(spec, now, state)
     rows = jnp.arange(spec.n_bs)
     first = jax.tree.map(lambda a: a[rows, state.head], state.ring)
     in_service = (state.size > 0) & (first.start < now)
