@@ -213,9 +213,19 @@ CASES = [
         "'gpu' is not one of",
     ),
     (
-        "kernel for the event model",
-        ["run", "--scheduler", "local", "--model", "event", "--engine", "compiled", "--out", "o.parquet"],
-        "slotted model only",
+        "kernel for a scheduler without a JAX form",
+        [
+            "run",
+            "--scheduler",
+            "amcoedge",
+            "--option",
+            "observation=rich",
+            "--engine",
+            "compiled",
+            "--out",
+            "o.parquet",
+        ],
+        "no JAX-native form",
     ),
     # checkpoints
     (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from mecsim.arrivals import Trace, episode_trace
 from mecsim.backends import kernel, resolve
-from mecsim.backends.kernel import event
+from mecsim.backends.kernel import event_episode
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
@@ -229,13 +230,13 @@ def test_hand_computed_overtaking():
 
 
 def test_full_job_tables_are_grown_not_truncated(monkeypatch):
-    monkeypatch.setattr(event, "SIZES", (1, 1, 1))
-    monkeypatch.setattr(event, "_SIZES", {})
+    monkeypatch.setattr(event_episode, "SIZES", (1, 1, 1))
+    monkeypatch.setattr(event_episode, "_SIZES", {})
     scenario = stressed(deadline_policy="keep", seed=12)
     trace, subsets, fractions = random_fractions(scenario, 1)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
-    ((table, ring, steps),) = event._SIZES.values()
+    ((table, ring, steps),) = event_episode._SIZES.values()
     assert min(table, ring, steps) > 1
 
 
@@ -270,3 +271,27 @@ def test_faults_stay_on_the_python_path():
     assert resolve("auto", scenario, OptimalScheduler(scenario)).__class__ is Simulation
     with pytest.raises(ValueError, match="whole episodes in the nested layout"):
         kernel.run_batch([kernel.Replica(stressed(), 0)], kernel.JaxPolicy(local_decide), layout="flat")
+
+
+@pytest.mark.parametrize("policy", ["keep", "drop"])
+def test_kernel_training_takes_the_python_paths_steps(policy):
+    """AMCoEdge trained on the event kernel takes the SimPy path's steps: the learner's feedback at each slot
+    end (outcomes of resolved tasks, estimates of running ones) agrees, so do the curves and the weights."""
+    from mecsim.backends.kernel.training import KernelTrainer
+    from mecsim.streams import stream
+
+    scenario = stressed(arrival_prob=0.5, rates=(30.0, 40.0, 50.0), deadline_policy=policy, slots=8, seed=4)
+    options = dict(learn_start=5, learn_every=2, replace_target_iter=3, memory_size=40, greedy_increment=0.05)
+    python = make_scheduler("amcoedge", scenario, rng=stream(scenario.seed, "scheduler"), **options)
+    simulation = Simulation(scenario, python)
+    metrics = [simulation.run_episode(e).metrics for e in range(4)]
+    trainer = KernelTrainer(scenario, "amcoedge", [scenario.seed], options)
+    tables = trainer.run(4, timing=False)
+    compiled = trainer.write_back()[0]
+    assert (compiled.slot_step, compiled.learn_step) == (python.slot_step, python.learn_step)
+    assert python.learn_step > 5 and 0 < python.greedy_prob < 1  # learning and exploring
+    np.testing.assert_allclose(
+        tables[0]["mean_makespan"], [m["mean_makespan"] for m in metrics], rtol=0, atol=TOL
+    )
+    for got, want in zip(jax.tree.leaves(compiled.state), jax.tree.leaves(python.state)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-9)

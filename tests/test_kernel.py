@@ -333,8 +333,9 @@ def test_runner_engines_agree_and_auto_picks_the_kernel(monkeypatch):
 
 
 def test_compiled_engine_refuses_what_it_cannot_run():
-    event = small(model="event")
-    with pytest.raises(SchedulerError, match="slotted model only"):
+    window = {"target": "server", "index": 0, "start": 0.1, "end": 0.3}
+    event = small(model="event", faults={"windows": [window]})
+    with pytest.raises(SchedulerError, match="event model runs without faults"):
         run(event, "local", 1, engine="compiled", progress=False)
     plain = small()
     with pytest.raises(SchedulerError, match="no JAX-native form"):  # the rich observation is Python-only

@@ -18,14 +18,13 @@ physics), scanned over a replica's slots and their tasks and vmapped over replic
 * result downloads are scheduled with the share that produces them (each download link is
   fed by one ES, in its completion order).
 
-A table or ring that would overflow sets a flag; `run_episodes` then runs the group again
-with larger ones, so a result is never silently wrong. Faults are not compiled: the SimPy
-path runs them.
+A queue or ring that would overflow sets a flag; `event_episode.run_episodes` then runs the
+group again with larger ones, so a result is never silently wrong. Faults are not compiled:
+the SimPy path runs them. The decisions and the episode are in `event_episode`.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -33,12 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ...jaxconfig import jit, x64
-from ...models import slotted
-from ...models.event_model import estimate_params
-from .layout import Tasks
-from .scan import PREPARE_KEY, Outputs, task_key
-from .shape import Env, JaxPolicy, KernelContext, KernelTask, SlotView, Spec, context
+from .shape import Env, Spec
 
 NO_ENTRY = np.iinfo(np.int32).max
 
@@ -84,6 +78,9 @@ class EventState(NamedTuple):
     served: Any  # (B,) Gcycles processed within the horizon
     last: Any  # (T·W,) latest end of each task's shares (its result delivered)
     dropped: Any  # (T·W,) a share of the task was dropped at an ES or on a download link
+    unscheduled: Any  # (T·W,) shares of the task sent and not yet scheduled
+    resolved: Any  # (T·W,) when the task's last scheduled share is resolved (done, delivered or dropped)
+    dropped_at: Any  # (T·W,) when a share of the task was first dropped at an ES or its download (else +inf)
     overflow: Any  # (3,) a queue of sent shares, a ring, the shares scheduled at one slot start were too many
 
 
@@ -117,6 +114,9 @@ def initial_state(spec: Spec, sizes: tuple[int, int, int]) -> EventState:
         served=jnp.zeros(b),
         last=jnp.zeros(entries),
         dropped=jnp.zeros(entries, bool),
+        unscheduled=jnp.zeros(entries, jnp.int32),
+        resolved=jnp.zeros(entries),
+        dropped_at=jnp.full(entries, jnp.inf),
         overflow=jnp.zeros(3, bool),
     )
 
@@ -186,6 +186,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
             done = ~head_drop & ~cut
         got = finish
         lost = jnp.zeros(n, bool)
+        resolve = free_after  # a share dropped at the ES: when the server lets it go
         if spec.downloads:  # the result goes back to the task's BS, FIFO on this ES's download link
             link = rows * n + src if pair else rows
             sending = jnp.maximum(down_free[link], finish)
@@ -199,12 +200,13 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
             down_free = down_free.at[jnp.where(fetch, link, down_free.shape[0])].set(after, mode="drop")
         taken = taken + ((sources == src[:, None]) & active[:, None])
         free = jnp.where(active, free_after, free)
-        out = (active, job.entry, job.work, begin, finish, done, active & done & ~lost, got)
+        resolve = jnp.where(done & ~lost, got, jnp.where(lost, finish, resolve))
+        out = (active, job.entry, job.work, begin, finish, done, active & done & ~lost, got, resolve)
         return (taken, free, down_free), out
 
     init = (jnp.zeros((n, n), jnp.int32), state.free, state.down_free)
     (taken, free, down_free), columns = lax.scan(step, init, None, length=steps)
-    active, entry, work, start, end, done, completed, finish = (a.T for a in columns)  # (B, steps)
+    active, entry, work, start, end, done, completed, finish, resolve = (a.T for a in columns)  # (B, steps)
     served = jnp.where(
         done & (end <= horizon),
         work,
@@ -218,6 +220,10 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     n_entries = state.last.shape[0]
     last = state.last.at[jnp.where(completed, entry, n_entries)].max(finish, mode="drop")
     dropped = state.dropped.at[jnp.where(active & ~completed, entry, n_entries)].set(True, mode="drop")
+    scheduled = jnp.where(active, entry, n_entries)
+    unscheduled = state.unscheduled.at[scheduled].add(-1, mode="drop")
+    resolved = state.resolved.at[scheduled].max(resolve, mode="drop")
+    dropped_at = state.dropped_at.at[jnp.where(active & ~completed, entry, n_entries)].min(resolve, mode="drop")
     still = heads(taken)[3]
     overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
     return state._replace(
@@ -230,6 +236,9 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
         served=state.served + jnp.where(active, served, 0.0).sum(axis=1),
         last=last,
         dropped=dropped,
+        unscheduled=unscheduled,
+        resolved=resolved,
+        dropped_at=dropped_at,
         overflow=state.overflow | overflow,
     )
 
@@ -300,180 +309,12 @@ def observed(spec: Spec, state: EventState, t):
     return jnp.maximum(total - state.progress, 0.0)
 
 
-# -- decisions ---------------------------------------------------------------------------------------
-def _links(spec: Spec, b):
-    n = spec.n_bs
-    return b * n + jnp.arange(n) if spec.link_topology == "pair" else jnp.arange(n)
-
-
-def task_terms(spec: Spec, env: Env, now, current, link_free, b, size, density, result):
-    """The SimPy model's linear estimate (`event_model.linear_terms`): (wait, duration, link waits)."""
-    caps, rates = env.capacities, env.rates
-    local = jnp.arange(spec.n_bs) == b
-    es_wait = current / caps
-    compute = size * density / caps
-    if result is not None:
-        download = result / rates
-        compute = compute + (download if spec.variant.local_download else jnp.where(local, 0.0, download))
-    link_wait = jnp.maximum(link_free[_links(spec, b)] - now, 0.0)
-    wait = jnp.where(local, es_wait, jnp.maximum(link_wait, es_wait))
-    duration = jnp.where(local, compute, compute + size / rates)
-    return wait, duration, jnp.where(local, 0.0, link_wait)
-
-
-def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fractions):
-    """Send a task's shares on their way: the local one to its ES, the others onto their links.
-
-    Returns the new state, the shares sent (`Shares` fields of shape (B,)) and whether one was lost on
-    its link ("drop": it would arrive after the deadline)."""
-    n, rates = spec.n_bs, env.rates
-    b = x.bs
-    local = jnp.arange(n) == b
-    share = fractions > 0.0
-    remote = share & ~local
-    deadline = now + env.deadline
-    links = _links(spec, b)
-    link_free = state.link_free[links]
-    begin = jnp.maximum(link_free, now)
-    delivery = begin + fractions * x.size / rates
-    if spec.deadline_policy == "drop":  # removed from the link at the deadline: it never reaches the ES
-        lost = remote & (delivery > deadline)
-        after = jnp.where(lost, jnp.where(begin < deadline, deadline, link_free), delivery)
-    else:
-        lost, after = jnp.zeros(n, bool), delivery
-    work = fractions * (x.size * x.density)
-    down = jnp.zeros(n) if x.result is None else fractions * x.result
-    if not spec.variant.local_download:
-        down = jnp.where(local, 0.0, down)
-    sent = share & ~lost
-    shares = Shares(jnp.where(sent, entry, -1).astype(jnp.int32), jnp.where(local, now, delivery), work, down)
-    bucket = t if spec.deadline_policy == "drop" else 0
-    state = state._replace(
-        link_free=state.link_free.at[links].set(jnp.where(remote, after, link_free)),
-        pending=state.pending.at[bucket].add(work),  # 0 where there is no share: adds nothing
-        jobs=state.jobs + sent,
-    )
-    return state, shares, jnp.any(lost)
-
-
-def estimate_context(spec: Spec, env: Env) -> KernelContext:
-    """The context policies see: the event model's estimate counts only servers with a share."""
-    ctx = context(spec, env)
-    return KernelContext(estimate_params(ctx.p), ctx.rule, ctx.masks, ctx.n_bs, ctx.tasks_per_slot)
-
-
-def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, carry, tasks: Tasks, t):
-    """Slot ``t``: the servers advance to its start, then its tasks are decided and committed in order.
-
-    ``carry``: (state, the shares sent in the previous slot, (B, W)); returns the next carry and per
-    entry the `Outputs` (outcomes still empty) and whether a share was lost on its link."""
-    state, fresh = carry
-    ctx = estimate_context(spec, env)
+def close(spec: Spec, env: Env, bs, t, state: EventState, fresh: Shares, steps: int) -> EventState:
+    """The start of slot ``t`` (or the horizon, t = T): the servers advance to it with the shares of the
+    slot before (``fresh``), and the backlog the slot's decisions observe is taken."""
     now = t * env.slot_length
-    state = advance(spec, env, tasks.bs_all, now, state, fresh, steps)
-    if spec.deadline_policy == "drop":
-        state = state._replace(prefix=live_prefix(spec, env, now, t, state.pending))
-    backlog = observed(spec, state, t)
-    state = state._replace(backlog=backlog)
-    slot_tasks = tasks.slot_tasks
-    prepared = None
-    if policy.prepare is not None:
-        x = slot_tasks
-        view = SlotView(x.valid, x.bs, x.task, x.size, x.density, x.result, t)
-        seen = slotted.SlotState(backlog, jnp.zeros_like(backlog), jnp.zeros_like(backlog))
-        prepared = policy.prepare(params, task_key(key, t, PREPARE_KEY), seen, view, ctx)
-
-    def body(state, xs):
-        x, row = xs
-        current = observed(spec, state, t)
-        wait, duration, link_wait = task_terms(
-            spec, env, now, current, state.link_free, x.bs, x.size, x.density, x.result
-        )
-        task = KernelTask(
-            *(x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density),
-            *(wait, duration, duration, row, x.result, link_wait, current),
-        )
-        seen = slotted.SlotState(state.backlog, current - state.backlog, jnp.zeros_like(current))
-        decision = policy.decide(params, task_key(key, x.slot, x.pos), seen, task, ctx)
-        subset, fractions = (jnp.asarray(a, wait.dtype) for a in decision[:2])
-        aux = decision[2] if len(decision) > 2 else None
-        # padding commits nothing: no share
-        entry = t * spec.length + x.pos
-        state, shares, lost = commit(spec, env, now, t, state, x, entry, jnp.where(x.valid, fractions, 0.0))
-        zero = jnp.zeros((), wait.dtype)
-        return state, (Outputs(zero, jnp.bool_(False), zero, subset, fractions, aux), shares, lost)
-
-    state, (out, shares, lost) = lax.scan(body, state, (slot_tasks, prepared))
-    fresh = jax.tree.map(lambda a: a.T, shares)  # (W, B) -> (B, W)
-    return (state, fresh), (out, lost)
-
-
-class SlotInput(NamedTuple):
-    slot_tasks: Tasks  # this slot's entries (W,)
-    bs_all: Any  # (T·W,) every entry's BS (downloads go back to it)
-
-
-def episode(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int], env: Env, params, key, tasks: Tasks):
-    """One episode over nested entries (T, W): (outputs (T, W), (final backlog, served, overflow))."""
-    bs_all = tasks.bs.reshape(-1)
-    steps = sizes[2]
-
-    def body(carry, xs):
-        slot_tasks, t = xs
-        return slot_step(spec, policy, steps, env, params, key, carry, SlotInput(slot_tasks, bs_all), t)
-
-    init = (initial_state(spec, sizes), no_shares(spec.n_bs, spec.length))
-    (state, fresh), (out, lost) = lax.scan(body, init, (tasks, jnp.arange(spec.decision_slots)))
-    horizon = spec.decision_slots * env.slot_length
-    state = advance(spec, env, bs_all, horizon, state, fresh, steps)
-    t_end = spec.decision_slots
-    if spec.deadline_policy == "drop":  # no bucket of slot T: the live earlier ones only
-        backlog = jnp.maximum(live_prefix(spec, env, horizon, t_end, state.pending) - state.progress, 0.0)
-    else:
-        backlog = observed(spec, state, t_end)
-    # everything still on its way (every queue of each ES, full at most)
-    state = schedule(spec, env, bs_all, jnp.inf, state, spec.n_bs * sizes[0])
-    arrival = tasks.slot * env.slot_length
-    last = state.last.reshape(arrival.shape)
-    dropped = state.dropped.reshape(arrival.shape) | lost
-    latency = last - arrival
-    if spec.deadline_policy == "drop":
-        failed = dropped
-        latency = jnp.where(dropped, jnp.nan, latency)
-    else:
-        failed = latency > env.deadline
-    fail_reward = jnp.where(jnp.isfinite(env.deadline), -env.fail_penalty * env.deadline, 0.0)
-    reward = jnp.where(failed, fail_reward, -latency)
-    out = out._replace(span=latency, failed=failed, reward=reward)
-    return out, (backlog, state.served, state.overflow)
-
-
-@lru_cache(maxsize=64)
-def compiled_episodes(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int]):
-    """Jitted ``(env, params, keys, tasks) -> (outputs, (backlog, served, overflow))``, vmapped over replicas."""
-    fn = partial(episode, spec, policy, sizes)
-    return jit(jax.vmap(fn, in_axes=(0, 0 if policy.batched_params else None, 0, 0)))
-
-
-SIZES = (16, 32, 64)
-"""Rows of each ES's waiting table and ring, and the shares an ES may schedule at one slot start, in a
-first call; the one that overflows is doubled and the call rerun."""
-
-_SIZES: dict[
-    Spec, tuple[int, int, int]
-] = {}  # the sizes that last sufficed for a shape: reused, so kernels are too
-
-
-def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks):
-    """The replicas' episodes, with tables and rings large enough (host side; returns NumPy outputs)."""
-    sizes = _SIZES.get(spec, SIZES)
-    while True:
-        with x64():
-            out, (backlog, served, overflow) = jax.device_get(
-                compiled_episodes(spec, policy, sizes)(env, params, keys, tasks)
-            )
-        full = np.asarray(overflow).reshape(-1, 3).any(axis=0)
-        if not full.any():
-            _SIZES[spec] = sizes
-            return out, backlog, served
-        sizes = tuple(size * 2 if grow else size for size, grow in zip(sizes, full))
+    state = advance(spec, env, bs, now, state, fresh, steps)
+    if spec.deadline_policy == "drop":  # slot t's own bucket is still empty
+        prefix = live_prefix(spec, env, now, t, state.pending)
+        return state._replace(prefix=prefix, backlog=jnp.maximum(prefix - state.progress, 0.0))
+    return state._replace(backlog=jnp.maximum(state.pending[0] - state.progress, 0.0))

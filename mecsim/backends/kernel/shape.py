@@ -23,6 +23,7 @@ calls, so that compiled kernels are reused.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -171,6 +172,7 @@ class Spec:
             scenario.model,
             scenario.deadline_policy if event else "keep",
             scenario.link_topology if event else "pair",
+            drop_window(scenario) if event else 0,
         )
 
     def with_length(self, length: int) -> Spec:
@@ -182,12 +184,21 @@ class Spec:
         ValueError when they differ in anything else static."""
         specs = {cls.from_scenario(sc) for sc in scenarios}
         n_max = max(s.tasks_per_slot for s in specs)
-        padded = {replace(s, tasks_per_slot=n_max) for s in specs}
+        window = max(s.window for s in specs)  # "drop": the longest deadline sets how far back to look
+        padded = {replace(s, tasks_per_slot=n_max, window=window) for s in specs}
         if len(padded) != 1:
             raise ValueError(
                 "replicas of one kernel call must share B, slots, the allocation rule and the flags"
             )
         return padded.pop()
+
+
+def drop_window(scenario: Scenario) -> int:
+    """Event model, "drop": how many earlier slots' work can still count in the observed backlog (their
+    deadline not yet passed), 0 under "keep"."""
+    if scenario.deadline_policy != "drop":
+        return 0
+    return min(math.ceil(scenario.deadline_s / scenario.slot_length) + 1, scenario.decision_slots)
 
 
 def env_of(scenario: Scenario) -> Env:

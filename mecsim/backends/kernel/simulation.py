@@ -13,10 +13,9 @@ Python path give the same tables.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -31,7 +30,7 @@ from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
-from .event import run_episodes as run_event_episodes
+from .event_episode import run_episodes as run_event_episodes
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import Outputs, compiled_episodes, compiled_slots, initial_carry, policy_key, static_policy
 from .shape import Env, JaxPolicy, Spec, env_of
@@ -168,9 +167,6 @@ def run_batch(
         )
         tasks = compact_nested(traces, first.decision_slots, length)
     spec = base.with_length(length)
-    if event and spec.deadline_policy == "drop":
-        window = max(math.ceil(r.scenario.deadline_s / r.scenario.slot_length) + 1 for r in replicas)
-        spec = replace(spec, window=min(window, spec.decision_slots))
     envs = stack_env(replicas)
     if keys is None:
         keys = np.stack([policy_key(r.scenario.seed, r.episode, r.stream) for r in replicas])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 import jax
@@ -36,7 +36,7 @@ from ...plugins import make_scheduler
 from ...scheduling import SchedulerError, hook
 from ...tables import episode_row, provenance
 from ...tasklog import TaskLog, episode_metrics
-from . import scan
+from . import event, event_episode, scan
 from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import initial_carry, policy_key
 from .shape import JaxPolicy, Spec
@@ -115,13 +115,68 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
     return out, sim, state, (slot_step, learn_step)
 
 
+def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, tasks, grid, state, counters):
+    """`train_episode` on the event model (`event_episode`): per slot the vmapped decisions and servers, the
+    learner's feedback at the slot end (`event_episode.slot_feedback`), the transitions and the update.
+    Returns ((make-span, failed, reward) (R, T, W), served (R, B), overflow (R, 3), state, counters)."""
+    slot_step, learn_step = counters
+    policy = learner.policy()
+    jp = JaxPolicy(policy.decide, None, True, policy.prepare)
+    n_rep = keys.shape[0]
+    sim0 = jax.vmap(lambda _: event.initial_state(spec, sizes))(jnp.arange(n_rep))
+    bs = tasks.bs.reshape(n_rep, -1)
+    tasks_tm = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tasks)  # (T, R, W)
+
+    def body(carry, xs):
+        sim, state, slot_step, learn_step = carry
+        slot_tasks, t = xs
+        params, axes = learner.policy_params(state, learn_step)
+
+        def one(env_r, params_r, key_r, sim_r, tasks_r, bs_r):
+            new, outputs = event_episode.slot_step(
+                spec, jp, sizes[2], env_r, params_r, key_r, sim_r, tasks_r, bs_r, t
+            )
+            latency, failed, reward = event_episode.slot_feedback(spec, env_r, new, t, tasks_r, outputs)
+            return new, outputs, outputs.out._replace(span=latency, failed=failed, reward=reward)
+
+        new_sim, outputs, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0, 0))(
+            env, params, keys, sim, slot_tasks, bs
+        )
+        grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)
+        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[:, :, 0]
+        state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
+            state, out, slot_tasks, sim.backlog, new_sim.backlog, grid_t, next_first, t, env.tasks_per_slot
+        )
+        slot_step = slot_step + 1
+        due = learner.due(slot_step)
+        state = lax.cond(due, jax.vmap(lambda s: learner.update(s, learn_step)), lambda s: s, state)
+        learn_step = learn_step + due.astype(learn_step.dtype)
+        return (new_sim, state, slot_step, learn_step), (outputs.out, outputs.lost)
+
+    init = (sim0, state, slot_step, learn_step)
+    (sim, state, slot_step, learn_step), (out, lost) = lax.scan(
+        body, init, (tasks_tm, jnp.arange(spec.decision_slots))
+    )
+    out, lost = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), (out, lost))  # (R, T, W, ...)
+
+    def finish(env_r, sim_r, tasks_r, bs_r, out_r, lost_r):
+        sim_r = event_episode.flush(spec, env_r, bs_r, sim_r, sizes)
+        return event_episode.outcomes(spec, env_r, sim_r, tasks_r, out_r, lost_r), sim_r
+
+    out, sim = jax.vmap(finish)(env, sim, tasks, bs, out, lost)
+    return (out.span, out.failed, out.reward), sim.served, sim.overflow, state, (slot_step, learn_step)
+
+
 @lru_cache(maxsize=16)
-def compiled_train_episode(spec: Spec, learner: KernelLearner):
-    """Jitted training episode returning only what the metrics need: (make-span, failed, reward), served work."""
+def compiled_train_episode(spec: Spec, learner: KernelLearner, sizes: tuple | None = None):
+    """Jitted training episode returning only what the metrics need: (make-span, failed, reward), served
+    work, the event model's overflow flags (None in the slotted model), the state and the counters."""
+    if spec.model == "event":  # no donation: an episode whose queues overflow is run again from its state
+        return jit(partial(train_event_episode, spec, learner, sizes))
 
     def fn(env, keys, tasks, grid, state, counters):
         out, sim, state, counters = train_episode(spec, learner, env, keys, tasks, grid, state, counters)
-        return (out.span, out.failed, out.reward), sim[1], state, counters
+        return (out.span, out.failed, out.reward), sim[1], None, state, counters
 
     return jit(fn, donate_argnums=(4,))
 
@@ -176,8 +231,10 @@ class KernelTrainer:
         if not self.scenarios:
             raise ValueError("KernelTrainer needs at least one replica")
         self.scenario = self.scenarios[0]
-        if any(s.model != "slotted" for s in self.scenarios):
-            raise SchedulerError("kernel training runs the slotted model only")
+        if any(s.model == "event" and s.faults.active for s in self.scenarios):
+            raise SchedulerError(
+                "kernel training runs the event model without faults (the Python path runs them)"
+            )
         try:
             self.spec = Spec.of_group(self.scenarios)  # N: the largest; smaller ones are padded
         except ValueError:
@@ -223,13 +280,18 @@ class KernelTrainer:
                 needed = max(max(int(slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
                 expected = max(expected_length(s, "nested") for s in self.scenarios)
                 spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
-                fn = compiled_train_episode(spec, self.learner)
                 tasks = compact_nested(trs, sc.decision_slots, spec.length)
                 grid = task_grid(trs)  # (R, slots, B, N, ...)
                 keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
                 if base.faults:
                     env = stack_env([Replica(s, e) for s in self.scenarios])
-                out, served, state, counters = fn(env, keys, tasks, grid, state, counters)
+                if spec.model == "event":
+                    out, served, state, counters = self._event_episode(
+                        spec, env, keys, tasks, grid, state, counters
+                    )
+                else:
+                    fn = compiled_train_episode(spec, self.learner)
+                    out, served, _, state, counters = fn(env, keys, tasks, grid, state, counters)
                 if pending is not None:
                     self._record(rows, *pending, timing)
                 pending = (e, tasks, out, served)
@@ -239,6 +301,18 @@ class KernelTrainer:
         self.wall_time += time.perf_counter() - started
         self.episodes_done += episodes
         return [pd.DataFrame(r) for r in rows]
+
+    def _event_episode(self, spec, env, keys, tasks, grid, state, counters):
+        """One event-model episode, run again with larger queues while one overflows."""
+        sizes = event_episode._SIZES.get(spec.with_length(0), event_episode.SIZES)
+        while True:
+            fn = compiled_train_episode(spec, self.learner, sizes)
+            out, served, overflow, new_state, new_counters = fn(env, keys, tasks, grid, state, counters)
+            larger = event_episode.grow(sizes, jax.device_get(overflow))
+            if larger is None:
+                event_episode._SIZES[spec.with_length(0)] = sizes
+                return out, served, new_state, new_counters
+            sizes = larger
 
     def _record(self, rows, episode, tasks, out, served, timing):
         (span, failed, reward), served = jax.device_get((out, served))
