@@ -28,8 +28,8 @@ BATCH_SPREAD = 1.15  # largest / smallest expected scan length within one batch
 
 
 def on_kernel(cell: Cell) -> bool:
-    """Whether the cell may run on the compiled kernel (its engine allows it and the model is slotted)."""
-    return cell.engine != "python" and cell.scenario.model == "slotted"
+    """Whether the cell may run on the compiled kernel (its engine allows it; an event model without faults)."""
+    return cell.engine != "python" and not (cell.scenario.model == "event" and cell.scenario.faults.active)
 
 
 def cost(cell: Cell) -> float:
@@ -98,11 +98,12 @@ def plan(experiment: Experiment, echo: Callable[[str], None] = print) -> list[Ce
 
 # -- batches -------------------------------------------------------------------------------------
 def scan_length(cell: Cell) -> float:
-    """The kernel's expected scan length for the cell: tasks per slot for learners (their kernel
-    steps slot by slot, padded to the busiest slot), tasks per episode otherwise."""
+    """The kernel's expected scan length for the cell: tasks per slot for learners and the event model
+    (their kernels step slot by slot, padded to the busiest slot), tasks per episode otherwise."""
     from ..backends.kernel.layout import expected_length
 
-    return expected_length(cell.scenario, "nested" if cell.learner else "flat")
+    nested = cell.learner or cell.scenario.model == "event"
+    return expected_length(cell.scenario, "nested" if nested else "flat")
 
 
 def batch_key(cell: Cell) -> tuple | None:
@@ -124,7 +125,7 @@ def batch_key(cell: Cell) -> tuple | None:
         options,
         cell.engine,
         cell.timing,
-        replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0),
+        replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0, window=0),  # both: the group's largest
     )
 
 

@@ -223,7 +223,9 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     scheduled = jnp.where(active, entry, n_entries)
     unscheduled = state.unscheduled.at[scheduled].add(-1, mode="drop")
     resolved = state.resolved.at[scheduled].max(resolve, mode="drop")
-    dropped_at = state.dropped_at.at[jnp.where(active & ~completed, entry, n_entries)].min(resolve, mode="drop")
+    dropped_at = state.dropped_at.at[jnp.where(active & ~completed, entry, n_entries)].min(
+        resolve, mode="drop"
+    )
     still = heads(taken)[3]
     overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
     return state._replace(
