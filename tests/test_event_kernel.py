@@ -127,22 +127,19 @@ def check_parity(scenario, make_python, decide, params=None, episodes=(0, 1)):
 
 
 # -- parity per scheduler --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "scheduler, decide",
+    [
+        (OptimalScheduler, optimal_decide),
+        (BestSingleScheduler, best_single_decide),
+        (LocalScheduler, local_decide),
+    ],
+    ids=["optimal", "best-single", "local"],
+)
 @EXAMPLES
-@given(scenarios())
-def test_optimal_matches_python(scenario):
-    check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), optimal_decide)
-
-
-@EXAMPLES
-@given(scenarios())
-def test_best_single_matches_python(scenario):
-    check_parity(scenario, lambda sc, e: Watch(sc, BestSingleScheduler(sc)), best_single_decide)
-
-
-@EXAMPLES
-@given(scenarios())
-def test_local_matches_python(scenario):
-    check_parity(scenario, lambda sc, e: Watch(sc, LocalScheduler(sc)), local_decide)
+@given(scenario=scenarios())
+def test_schedulers_match_python(scheduler, decide, scenario):
+    check_parity(scenario, lambda sc, e: Watch(sc, scheduler(sc)), decide)
 
 
 def random_fractions(scenario, salt):
