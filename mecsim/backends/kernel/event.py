@@ -10,7 +10,8 @@ physics), scanned over a replica's slots and their tasks and vmapped over replic
   still waiting from earlier slots. This is exact because every later decision arrives at
   or after that instant and comes later in decision order, so no share not yet known can
   go before it: a later local share overtakes an earlier remote one still on the wire
-  exactly when it arrives first. Shares not yet arrived wait in a table of fixed size;
+  exactly when it arrives first. Shares not yet arrived wait in one FIFO queue per (ES,
+  source BS), whose heads are merged;
 * the scheduled shares of each ES form a ring in order of service (which is also their
   order of completion); the SimPy model's bookkeeping of assigned and not yet processed
   work (``pending``) is kept with the same additions and subtractions in the same order,
@@ -52,7 +53,7 @@ class Ring(NamedTuple):
     """Per-ES rings of scheduled shares not yet completed, in order of service, each field (B, J)."""
 
     start: Any
-    end: Any  # end of service (or of the cut at the deadline; the start for a share discarded at its turn)
+    end: Any  # when the server lets it go: end of service, of the cut at the deadline, or (discarded) its start
     work: Any
     done: Any  # served in full
     entry: Any
@@ -154,24 +155,31 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     pair = spec.link_topology == "pair"
 
     def heads(taken):
-        """Each queue's position of its next share, its (arrival, entry) (B, B), and whether it has arrived."""
+        """Each queue's next share: its position, (arrival, entry) (B, B), and whether there is one."""
         at = (state.sent_head + taken) % table
         arrival = jnp.take_along_axis(state.sent.arrival, at[:, :, None], axis=2)[:, :, 0]
         entry = jnp.take_along_axis(state.sent.entry, at[:, :, None], axis=2)[:, :, 0]
-        return at, arrival, entry, (taken < state.sent_size) & (arrival <= target)
+        return at, arrival, entry, taken < state.sent_size
 
     sources = jnp.arange(n)
 
     def step(carry, _):
-        # one share per ES: the earliest arrival among the queue heads (ties: the earlier entry)
-        taken, free, down_free = carry
-        at, arrival, entry, here = heads(taken)
-        arrival = jnp.where(here, arrival, jnp.inf)
+        # one share per ES: the earliest arrival among the queue heads (ties: the earlier entry); the heads
+        # travel in the carry, and only the chosen queue's is read anew
+        taken, at, head_arrival, head_entry, free, down_free = carry
+        here = (taken < state.sent_size) & (head_arrival <= target)
+        arrival = jnp.where(here, head_arrival, jnp.inf)
         earliest = arrival == arrival.min(axis=1, keepdims=True)
-        src = jnp.argmin(jnp.where(here & earliest, entry, NO_ENTRY), axis=1)
+        src = jnp.argmin(jnp.where(here & earliest, head_entry, NO_ENTRY), axis=1)
         pos = at[rows, src]
         job = jax.tree.map(lambda q: q[rows, src, pos], state.sent)
         active = here[rows, src]
+        chosen = (sources == src[:, None]) & active[:, None]
+        taken = taken + chosen
+        following = (pos + 1) % table
+        at = jnp.where(chosen, following[:, None], at)
+        head_arrival = jnp.where(chosen, state.sent.arrival[rows, src, following][:, None], head_arrival)
+        head_entry = jnp.where(chosen, state.sent.entry[rows, src, following][:, None], head_entry)
         decided = (jnp.maximum(job.entry, 0) // width) * env.slot_length
         dl = decided + env.deadline
         begin = jnp.maximum(free, decided + (job.arrival - decided))  # when SimPy's idle server wakes
@@ -198,15 +206,26 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
                 after = jnp.where(lost, jnp.where(sending < dl, dl, down_free[link]), got)
             got = jnp.where(fetch, got, finish)
             down_free = down_free.at[jnp.where(fetch, link, down_free.shape[0])].set(after, mode="drop")
-        taken = taken + ((sources == src[:, None]) & active[:, None])
         free = jnp.where(active, free_after, free)
         resolve = jnp.where(done & ~lost, got, jnp.where(lost, finish, resolve))
-        out = (active, job.entry, job.work, begin, finish, done, active & done & ~lost, got, resolve)
-        return (taken, free, down_free), out
+        out = (
+            active,
+            job.entry,
+            job.work,
+            begin,
+            finish,
+            free_after,
+            done,
+            active & done & ~lost,
+            got,
+            resolve,
+        )
+        return (taken, at, head_arrival, head_entry, free, down_free), out
 
-    init = (jnp.zeros((n, n), jnp.int32), state.free, state.down_free)
-    (taken, free, down_free), columns = lax.scan(step, init, None, length=steps)
-    active, entry, work, start, end, done, completed, finish, resolve = (a.T for a in columns)  # (B, steps)
+    taken = jnp.zeros((n, n), jnp.int32)
+    init = (taken, *heads(taken)[:3], state.free, state.down_free)
+    (taken, *_, free, down_free), columns = lax.scan(step, init, None, length=steps)
+    active, entry, work, start, end, let_go, done, completed, finish, resolve = (a.T for a in columns)
     served = jnp.where(
         done & (end <= horizon),
         work,
@@ -215,7 +234,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     # the scheduled shares join each ES's ring, in order of service
     n_ready = active.sum(axis=1).astype(jnp.int32)
     at = jnp.where(active, ((state.head + state.size)[:, None] + jnp.arange(steps)) % queue, queue)
-    ring = Ring(start, end, work, done, entry)
+    ring = Ring(start, let_go, work, done, entry)
     ring = jax.tree.map(lambda a, v: a.at[rows[:, None], at].set(v, mode="drop"), state.ring, ring)
     n_entries = state.last.shape[0]
     last = state.last.at[jnp.where(completed, entry, n_entries)].max(finish, mode="drop")
@@ -226,7 +245,8 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     dropped_at = state.dropped_at.at[jnp.where(active & ~completed, entry, n_entries)].min(
         resolve, mode="drop"
     )
-    still = heads(taken)[3]
+    _, arrival, _, left = heads(taken)
+    still = left & (arrival <= target)
     overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
     return state._replace(
         sent_head=(state.sent_head + taken) % table,
@@ -253,7 +273,7 @@ def complete(spec: Spec, now, state: EventState) -> EventState:
     ended = (jnp.arange(queue) < state.size[:, None]) & (
         jnp.take_along_axis(ring.end, (state.head[:, None] + jnp.arange(queue)) % queue, axis=1) < now
     )
-    count = ended.sum(axis=1).astype(jnp.int32)  # a prefix of each ring: ends are in order of service
+    count = jnp.cumprod(ended, axis=1).sum(axis=1).astype(jnp.int32)  # from the head, in order of service
 
     def one(carry):
         # only the bookkeeping travels through the loop (a vmapped loop selects its whole carry each step)

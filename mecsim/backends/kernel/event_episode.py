@@ -135,7 +135,7 @@ def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, 
     return close(spec, env, bs, t + 1, state, fresh, steps), outputs
 
 
-def slot_feedback(spec: Spec, env: Env, state: EventState, t, slot_tasks: Tasks, outputs: SlotOutputs):
+def slot_feedback(spec: Spec, env: Env, state: EventState, t, outputs: SlotOutputs):
     """Slot ``t``'s (latency, failed, reward) per entry at the next slot start, as the SimPy model reports
     them to learners: true outcomes of the tasks resolved by then, the estimate for the others (raised
     to the time elapsed; failed past the deadline; "drop": a task certain or expected to miss it is

@@ -136,7 +136,7 @@ def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, ta
             new, outputs = event_episode.slot_step(
                 spec, jp, sizes[2], env_r, params_r, key_r, sim_r, tasks_r, bs_r, t
             )
-            latency, failed, reward = event_episode.slot_feedback(spec, env_r, new, t, tasks_r, outputs)
+            latency, failed, reward = event_episode.slot_feedback(spec, env_r, new, t, outputs)
             return new, outputs, outputs.out._replace(span=latency, failed=failed, reward=reward)
 
         new_sim, outputs, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0, 0))(
