@@ -91,7 +91,7 @@ def no_shares(*shape: int) -> Shares:
 
 
 def initial_state(spec: Spec, sizes: tuple[int, int, int]) -> EventState:
-    """``sizes``: rows of each queue of sent shares and of each ES's ring, and shares scheduled at once (`SIZES`)."""
+    """``sizes``: rows of each queue of sent shares and of each ES's ring, and shares scheduled at once (`event_episode.SIZES`)."""
     b, n_links = spec.n_bs, spec.n_bs * spec.n_bs if spec.link_topology == "pair" else spec.n_bs
     table, queue, _ = sizes
     zeros = jnp.zeros((b, queue))

@@ -211,10 +211,26 @@ def compiled_episodes(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int]
 
 
 SIZES = (16, 32, 64)
-"""Rows of each queue of sent shares and of each ES's ring, and the shares an ES may schedule at one
-slot start, in a first call; the one that overflows is doubled and the call rerun."""
+"""The smallest first sizes of each queue of sent shares and of each ES's ring, and of the shares an ES may
+schedule at one slot start. The ring and the steps start at the slot width at least (rounded up to a power
+of two): a busy ES may be sent a share of every task of a slot. One that overflows is doubled and the call
+run again."""
 
 _SIZES: dict[Spec, tuple[int, int, int]] = {}  # what last sufficed for a shape: reused, so kernels are too
+
+
+def first_sizes(spec: Spec) -> tuple[int, int, int]:
+    """The sizes to try first for this shape: those that last sufficed, else from `SIZES` and the width."""
+    known = _SIZES.get(spec.with_length(0))
+    if known is not None:
+        return known
+    wide = 1 << max(spec.length - 1, 0).bit_length()
+    table, ring, steps = SIZES
+    return table, max(ring, wide), max(steps, wide)
+
+
+def remember(spec: Spec, sizes: tuple[int, int, int]) -> None:
+    _SIZES[spec.with_length(0)] = sizes
 
 
 def grow(sizes: tuple[int, int, int], overflow) -> tuple[int, int, int] | None:
@@ -225,7 +241,7 @@ def grow(sizes: tuple[int, int, int], overflow) -> tuple[int, int, int] | None:
 
 def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks):
     """The replicas' episodes, with queues and rings large enough (host side; returns NumPy outputs)."""
-    sizes = _SIZES.get(spec, SIZES)
+    sizes = first_sizes(spec)
     while True:
         with x64():
             out, (backlog, served, overflow) = jax.device_get(
@@ -233,6 +249,6 @@ def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: T
             )
         larger = grow(sizes, overflow)
         if larger is None:
-            _SIZES[spec] = sizes
+            remember(spec, sizes)
             return out, backlog, served
         sizes = larger

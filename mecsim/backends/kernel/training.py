@@ -304,13 +304,13 @@ class KernelTrainer:
 
     def _event_episode(self, spec, env, keys, tasks, grid, state, counters):
         """One event-model episode, run again with larger queues while one overflows."""
-        sizes = event_episode._SIZES.get(spec.with_length(0), event_episode.SIZES)
+        sizes = event_episode.first_sizes(spec)
         while True:
             fn = compiled_train_episode(spec, self.learner, sizes)
             out, served, overflow, new_state, new_counters = fn(env, keys, tasks, grid, state, counters)
             larger = event_episode.grow(sizes, jax.device_get(overflow))
             if larger is None:
-                event_episode._SIZES[spec.with_length(0)] = sizes
+                event_episode.remember(spec, sizes)
                 return out, served, new_state, new_counters
             sizes = larger
 
