@@ -59,6 +59,9 @@ def main() -> None:
         figures[f"event_amcoedge_train_{n}ep_python_over_kernel"] = (
             figures[f"event_amcoedge_python_train_{n}ep_s_estimate"] / wall
         )
+        wall, _, last = train_seconds(scenario, list(range(8)), n)
+        figures[f"event_amcoedge_train_{n}ep_8seeds_s"] = wall
+        figures[f"event_amcoedge_train_{n}ep_8seeds_last50_makespan"] = last
 
     figures["load_average_1min_end"] = os.getloadavg()[0]
     for name, value in figures.items():

@@ -71,8 +71,11 @@ def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[
 
 
 def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float:
+    """Seconds per online training episode on the SimPy path, after a one-episode warm-up (which compiles
+    the learner's jitted steps)."""
     from mecsim.training import train
 
+    train(scenario, "amcoedge", 1, eval_episodes=0, progress=False)
     started = time.perf_counter()
     train(scenario, "amcoedge", episodes, eval_episodes=0, progress=False)
     return (time.perf_counter() - started) / episodes
