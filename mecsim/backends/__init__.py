@@ -3,7 +3,8 @@
 * ``"python"`` — the SimPy engine (`mecsim.engine.Simulation`) with the scheduler's Python
   decisions: every delay model, every scheduler;
 * ``"compiled"`` — the slotted model, and the event model without faults, on the compiled JAX
-  kernel (`mecsim.backends.kernel`), for schedulers with a JAX-native form (``jax_policy``); learners train there too;
+  kernel (`mecsim.backends.kernel`), for schedulers with a JAX-native form (``jax_policy``);
+  learners train there too;
 * ``"auto"`` (the default everywhere) — the kernel where it applies, else the SimPy engine.
 
 `resolve` picks the episode engine and `resolve_trainer` the training loop. JAX is imported
@@ -91,9 +92,9 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     """(schedulers, the one JAX policy they share) when the kernel may run these scenarios' episodes
     together, else None (then each runs on its own, through `resolve`).
 
-    They may when the engine is not ``"python"``, no scenario is an event model with faults, all share the kernel's
-    static shape (`kernel.shape.Spec.of_group`; N may differ), and every scheduler's JAX form is the
-    same function with no params of its own.
+    They may when the engine is not ``"python"``, no scenario is an event model with faults, all
+    share the kernel's static shape (`kernel.shape.Spec.of_group`; N may differ), and every
+    scheduler's JAX form is the same function with no params of its own.
     """
     check_engine(engine)
     if (

@@ -1,9 +1,11 @@
-"""The slotted model compiled with JAX: many replicas of whole episodes per call.
+"""The delay models compiled with JAX: many replicas of whole episodes per call.
 
 * `shape` — what a kernel is specialised on (`Spec`), the per-replica numbers (`Env`), and
   what a JAX-native policy sees (`JaxPolicy`, `KernelTask`, `SlotView`, `KernelContext`);
 * `layout` — compacted task entries (flat and nested layouts) and scan lengths;
-* `scan` — the kernel itself: ``lax.scan`` over a replica's tasks, ``vmap`` over replicas;
+* `scan` — the slotted kernel: ``lax.scan`` over a replica's tasks, ``vmap`` over replicas;
+* `event`, `event_episode` — the event model (without faults): FIFO links and servers as
+  fixed-size state, advanced at each slot start; the decisions and episodes on it;
 * `simulation` — replica groups under a SimPy clock, and `CompiledSimulation`, the engine;
 * `training` — learners trained on the kernel (`KernelTrainer`);
 * `replay` — replaying recorded decisions (parity checks against the Python path).

@@ -53,9 +53,7 @@ class KernelTask(NamedTuple):
     prepared: Any = None  # this task's row of the policy's `prepare` output (nested layout)
     result: Any = None  # Mbit downloaded from the servers (None: no downloads)
     tx_backlog: Any = None  # event model: (B,) seconds until the link towards each server is free
-    current_backlog: Any = (
-        None  # event model: (B,) Gcycles at each server now, this slot's decisions included
-    )
+    current_backlog: Any = None  # event model: (B,) Gcycles at each ES now, this slot's decisions in
 
 
 class SlotView(NamedTuple):
