@@ -292,3 +292,34 @@ def test_kernel_training_takes_the_python_paths_steps(policy):
     )
     for got, want in zip(jax.tree.leaves(compiled.state), jax.tree.leaves(python.state)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-9)
+
+
+DEDGEAI_SMALL = dict(
+    preset="dedgeai", n_bs=4, capacities=(10.0, 20.0, 15.0, 30.0), rates=(400.0, 450.0, 420.0, 480.0),
+    tasks_per_slot=6, slots=8, model="event",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "scenario, name",
+    [
+        (
+            DEDGEAI_SMALL,
+            "ddrl-ats",
+        ),  # the DEdgeAI scenario: uniform task counts, result downloads, no deadline
+        (DEDGEAI_SMALL, "sac-ts"),
+        (DEDGEAI_SMALL, "dqn-ts"),
+        (dict(model="event", slots=4), "ddrl-amsa"),
+    ],
+)
+def test_sac_family_trains_alike_on_both_engines(scenario, name):
+    """The SAC / diffusion learners on the event model: the same decisions and outcomes on both engines."""
+    from mecsim.training import train
+
+    sc = Scenario(**scenario)
+    options = {"learn_start": 10, "batch_size": 8}
+    py = train(sc, name, 3, eval_episodes=0, engine="python", options=options, progress=False)
+    jx = train(sc, name, 3, eval_episodes=0, engine="compiled", options=options, progress=False)
+    assert (jx.episodes.engine_used == "compiled").all()
+    np.testing.assert_allclose(py.episodes.mean_makespan.values, jx.episodes.mean_makespan.values, rtol=1e-12)
+    assert py.scheduler.learn_step == jx.scheduler.learn_step > 0
