@@ -303,12 +303,9 @@ DEDGEAI_SMALL = dict(
 @pytest.mark.parametrize(
     "scenario, name",
     [
-        (
-            DEDGEAI_SMALL,
-            "ddrl-ats",
-        ),  # the DEdgeAI scenario: uniform task counts, result downloads, no deadline
-        (DEDGEAI_SMALL, "sac-ts"),
-        (DEDGEAI_SMALL, "dqn-ts"),
+        # the DEdgeAI scenario: uniform task counts, result downloads, no deadline (sac-ts and dqn-ts share
+        # ddrl-ats's learner code and AMCoEdge's, tested above)
+        (DEDGEAI_SMALL, "ddrl-ats"),
         (dict(model="event", slots=4), "ddrl-amsa"),
     ],
 )
