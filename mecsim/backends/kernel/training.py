@@ -68,6 +68,24 @@ class KernelLearner(Protocol):
     # (default: the task sizes, (R, slots, B, N))
 
 
+def learn_slot(learner: KernelLearner, env, grid, t, state, out, slot_tasks, backlog, next_backlog):
+    """After slot ``t`` of every replica: store its transitions; returns ``(slot_step, learn_step) ->
+    (state, slot_step, learn_step)`` that advances the shared counters and, when due, takes one update."""
+    grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
+    next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[:, :, 0]  # (R, B, ...)
+    state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
+        state, out, slot_tasks, backlog, next_backlog, grid_t, next_first, t, env.tasks_per_slot
+    )
+
+    def counters(slot_step, learn_step):
+        slot_step = slot_step + 1
+        due = learner.due(slot_step)
+        updated = lax.cond(due, jax.vmap(lambda s: learner.update(s, learn_step)), lambda s: s, state)
+        return updated, slot_step, learn_step + due.astype(learn_step.dtype)
+
+    return counters
+
+
 def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, state, counters):
     """One training episode of every replica: scan over slots; per slot the vmapped simulation, the
     transitions, and (on the shared schedule) one update. Returns (outputs (R, T, W), sim carry, state,
@@ -88,24 +106,10 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
             return scan.slot_step(spec, jp, env_r, params_r, key_r, carry_r, tasks_r, t)
 
         new_sim, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0))(env, params, keys, sim, slot_tasks)
-        grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)  # (R, B, N)
-        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[:, :, 0]  # (R, B, ...)
-        state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
-            state,
-            out,
-            slot_tasks,
-            sim[0].backlog,
-            new_sim[0].backlog,
-            grid_t,
-            next_first,
-            t,
-            env.tasks_per_slot,
+        learned = learn_slot(
+            learner, env, grid, t, state, out, slot_tasks, sim[0].backlog, new_sim[0].backlog
         )
-        slot_step = slot_step + 1
-        due = learner.due(slot_step)
-        state = lax.cond(due, jax.vmap(lambda s: learner.update(s, learn_step)), lambda s: s, state)
-        learn_step = learn_step + due.astype(learn_step.dtype)
-        return (new_sim, state, slot_step, learn_step), out
+        return (new_sim, *learned(slot_step, learn_step)), out
 
     init = (carry0, state, slot_step, learn_step)
     (sim, state, slot_step, learn_step), out = lax.scan(
@@ -142,16 +146,8 @@ def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, ta
         new_sim, outputs, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0, 0))(
             env, params, keys, sim, slot_tasks, bs
         )
-        grid_t = lax.dynamic_index_in_dim(grid, t, axis=1, keepdims=False)
-        next_first = lax.dynamic_index_in_dim(grid, t + 1, axis=1, keepdims=False)[:, :, 0]
-        state = jax.vmap(learner.observe, in_axes=(0, 0, 0, 0, 0, 0, 0, None, 0))(
-            state, out, slot_tasks, sim.backlog, new_sim.backlog, grid_t, next_first, t, env.tasks_per_slot
-        )
-        slot_step = slot_step + 1
-        due = learner.due(slot_step)
-        state = lax.cond(due, jax.vmap(lambda s: learner.update(s, learn_step)), lambda s: s, state)
-        learn_step = learn_step + due.astype(learn_step.dtype)
-        return (new_sim, state, slot_step, learn_step), (outputs.out, outputs.lost)
+        learned = learn_slot(learner, env, grid, t, state, out, slot_tasks, sim.backlog, new_sim.backlog)
+        return (new_sim, *learned(slot_step, learn_step)), (outputs.out, outputs.lost)
 
     init = (sim0, state, slot_step, learn_step)
     (sim, state, slot_step, learn_step), (out, lost) = lax.scan(
