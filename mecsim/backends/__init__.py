@@ -30,9 +30,15 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+def kernel_runs(scenario: Scenario) -> bool:
+    """Whether the compiled kernel runs this scenario's delay model: the slotted model, and the event model
+    without faults (the SimPy path applies faults to the event model exactly)."""
+    return not (scenario.model == "event" and scenario.faults.active)
+
+
 def why_not_compiled(scenario: Scenario, scheduler) -> str | None:
     """Why the kernel cannot run this scheduler on this scenario now (None: it can)."""
-    if scenario.model == "event" and scenario.faults.active:
+    if not kernel_runs(scenario):
         return "the compiled event model runs without faults (the Python path runs them)"
     if hook(scheduler, "jax_policy") is None or scheduler.jax_policy() is None:
         name = getattr(scheduler, "name", type(scheduler).__name__)
@@ -97,11 +103,7 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     scheduler's JAX form is the same function with no params of its own.
     """
     check_engine(engine)
-    if (
-        engine == "python"
-        or not scenarios
-        or any(sc.model == "event" and sc.faults.active for sc in scenarios)
-    ):
+    if engine == "python" or not scenarios or not all(kernel_runs(sc) for sc in scenarios):
         return None
     from ..arrivals import stream
     from ..plugins import make_scheduler

@@ -9,6 +9,7 @@ outcomes of tasks already resolved, estimates for the others.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
@@ -84,7 +85,7 @@ def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fra
 def estimate_context(spec: Spec, env: Env) -> KernelContext:
     """The context policies see: the event model's estimate counts only servers with a share."""
     ctx = context(spec, env)
-    return KernelContext(estimate_params(ctx.p), ctx.rule, ctx.masks, ctx.n_bs, ctx.tasks_per_slot)
+    return replace(ctx, p=estimate_params(ctx.p))
 
 
 class SlotOutputs(NamedTuple):
@@ -147,37 +148,39 @@ def slot_feedback(spec: Spec, env: Env, state: EventState, t, outputs: SlotOutpu
         (state.last, state.dropped, state.unscheduled, state.resolved, state.dropped_at),
     )
     last, dropped, unscheduled, resolved, dropped_at = block
-    dropped = dropped | outputs.lost  # final (used for the tasks already resolved)
-    dropped_now = outputs.lost | (dropped_at < now)  # known by now (for the others)
-    drop = spec.deadline_policy == "drop"
+    dropped_now = outputs.lost | (dropped_at < now)  # known by now (for the tasks still running)
     finished = (unscheduled == 0) & (resolved < now)
-    latency = last - arrival
-    failed = dropped if drop else latency > env.deadline
-    fail_reward = jnp.where(jnp.isfinite(env.deadline), -env.fail_penalty * env.deadline, 0.0)
+    latency, failed = settled(spec, env, last, dropped | outputs.lost, arrival)
     guess = jnp.maximum(outputs.estimate, now - arrival)
     late = guess > env.deadline
-    if drop:
+    if spec.deadline_policy == "drop":
         late = late | dropped_now | (now >= arrival + env.deadline)
-        latency = jnp.where(dropped, jnp.nan, latency)
         guess = jnp.where(late, jnp.nan, guess)
     latency = jnp.where(finished, latency, guess)
     failed = jnp.where(finished, failed, late)
-    reward = jnp.where(failed, fail_reward, -jnp.nan_to_num(latency))
-    return latency, failed, reward
+    return latency, failed, jnp.where(failed, fail_reward(env), -jnp.nan_to_num(latency))
+
+
+def settled(spec: Spec, env: Env, last, dropped, arrival):
+    """(raw latency, failed) of tasks whose every share is resolved: "drop": failed with latency NaN when a
+    share was dropped; "keep": failed past the deadline."""
+    latency = last - arrival
+    if spec.deadline_policy == "drop":
+        return jnp.where(dropped, jnp.nan, latency), dropped
+    return latency, latency > env.deadline
+
+
+def fail_reward(env: Env):
+    """A failed task's reward, as `DelayModel.fail_reward`: -fail_penalty·deadline, 0 without a deadline."""
+    return jnp.where(jnp.isfinite(env.deadline), -env.fail_penalty * env.deadline, 0.0)
 
 
 def outcomes(spec: Spec, env: Env, state: EventState, tasks: Tasks, out: Outputs, lost) -> Outputs:
     """The episode's per-task outcomes, once every share is resolved: raw latency, failed, reward."""
     arrival = tasks.slot * env.slot_length
     dropped = state.dropped.reshape(arrival.shape) | lost
-    latency = state.last.reshape(arrival.shape) - arrival
-    if spec.deadline_policy == "drop":
-        failed = dropped
-        latency = jnp.where(dropped, jnp.nan, latency)
-    else:
-        failed = latency > env.deadline
-    fail_reward = jnp.where(jnp.isfinite(env.deadline), -env.fail_penalty * env.deadline, 0.0)
-    return out._replace(span=latency, failed=failed, reward=jnp.where(failed, fail_reward, -latency))
+    latency, failed = settled(spec, env, state.last.reshape(arrival.shape), dropped, arrival)
+    return out._replace(span=latency, failed=failed, reward=jnp.where(failed, fail_reward(env), -latency))
 
 
 def flush(spec: Spec, env: Env, bs, state: EventState, sizes) -> EventState:
@@ -229,26 +232,27 @@ def first_sizes(spec: Spec) -> tuple[int, int, int]:
     return table, max(ring, wide), max(steps, wide)
 
 
-def remember(spec: Spec, sizes: tuple[int, int, int]) -> None:
-    _SIZES[spec.with_length(0)] = sizes
-
-
-def grow(sizes: tuple[int, int, int], overflow) -> tuple[int, int, int] | None:
-    """``sizes`` with the overflowed ones doubled, or None when nothing overflowed."""
-    full = np.asarray(overflow).reshape(-1, 3).any(axis=0)
-    return tuple(size * 2 if grew else size for size, grew in zip(sizes, full)) if full.any() else None
+def until_it_fits(spec: Spec, call):
+    """``call(sizes) -> (result, overflow flags)`` with the first sizes for this shape, again with the
+    overflowed ones doubled until nothing overflows; returns the result (and remembers the sizes)."""
+    sizes = first_sizes(spec)
+    while True:
+        result, overflow = call(sizes)
+        full = np.asarray(jax.device_get(overflow)).reshape(-1, 3).any(axis=0)
+        if not full.any():
+            _SIZES[spec.with_length(0)] = sizes
+            return result
+        sizes = tuple(size * 2 if grew else size for size, grew in zip(sizes, full))
 
 
 def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks):
     """The replicas' episodes, with queues and rings large enough (host side; returns NumPy outputs)."""
-    sizes = first_sizes(spec)
-    while True:
+
+    def call(sizes):
         with x64():
             out, (backlog, served, overflow) = jax.device_get(
                 compiled_episodes(spec, policy, sizes)(env, params, keys, tasks)
             )
-        larger = grow(sizes, overflow)
-        if larger is None:
-            remember(spec, sizes)
-            return out, backlog, served
-        sizes = larger
+        return (out, backlog, served), overflow
+
+    return until_it_fits(spec, call)

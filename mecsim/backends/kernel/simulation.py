@@ -30,6 +30,7 @@ from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
+from .. import kernel_runs
 from .event_episode import run_episodes as run_event_episodes
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import Outputs, compiled_episodes, compiled_slots, initial_carry, policy_key, static_policy
@@ -78,7 +79,7 @@ def stack_env(replicas: Sequence[Replica]) -> Env:
 def _check_group(replicas: Sequence[Replica]) -> Spec:
     if not replicas:
         raise ValueError("no replicas to run")
-    if any(r.scenario.model == "event" and r.scenario.faults.active for r in replicas):
+    if not all(kernel_runs(r.scenario) for r in replicas):
         raise ValueError("the compiled event model runs without faults (the Python path runs them)")
     return Spec.of_group([r.scenario for r in replicas])
 
@@ -240,7 +241,7 @@ class CompiledSimulation:
         group: int = 16,
         granularity: str = "episode",
     ):
-        if scenario.model == "event" and scenario.faults.active:
+        if not kernel_runs(scenario):
             raise SchedulerError("the compiled event model runs without faults (the Python path runs them)")
         self.scenario = scenario
         self.scheduler = scheduler

@@ -36,6 +36,7 @@ from ...plugins import make_scheduler
 from ...scheduling import SchedulerError, hook
 from ...tables import episode_row, provenance
 from ...tasklog import TaskLog, episode_metrics
+from .. import kernel_runs
 from . import event, event_episode, scan
 from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import initial_carry, policy_key
@@ -227,7 +228,7 @@ class KernelTrainer:
         if not self.scenarios:
             raise ValueError("KernelTrainer needs at least one replica")
         self.scenario = self.scenarios[0]
-        if any(s.model == "event" and s.faults.active for s in self.scenarios):
+        if not all(kernel_runs(s) for s in self.scenarios):
             raise SchedulerError(
                 "kernel training runs the event model without faults (the Python path runs them)"
             )
@@ -299,16 +300,14 @@ class KernelTrainer:
         return [pd.DataFrame(r) for r in rows]
 
     def _event_episode(self, spec, env, keys, tasks, grid, state, counters):
-        """One event-model episode, run again with larger queues while one overflows."""
-        sizes = event_episode.first_sizes(spec)
-        while True:
+        """One event-model episode, run again from ``state`` with larger queues while one overflows."""
+
+        def call(sizes):
             fn = compiled_train_episode(spec, self.learner, sizes)
             out, served, overflow, new_state, new_counters = fn(env, keys, tasks, grid, state, counters)
-            larger = event_episode.grow(sizes, jax.device_get(overflow))
-            if larger is None:
-                event_episode.remember(spec, sizes)
-                return out, served, new_state, new_counters
-            sizes = larger
+            return (out, served, new_state, new_counters), overflow
+
+        return event_episode.until_it_fits(spec, call)
 
     def _record(self, rows, episode, tasks, out, served, timing):
         (span, failed, reward), served = jax.device_get((out, served))
