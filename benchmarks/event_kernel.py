@@ -10,23 +10,24 @@ call. Ratios are between figures of the same run.
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from kernel import compiled_tasks_per_s, python_tasks_per_s, python_train_seconds_per_episode, train_seconds
+from kernel import (
+    arguments,
+    compiled_tasks_per_s,
+    python_tasks_per_s,
+    python_train_seconds_per_episode,
+    report,
+    start_figures,
+    train_seconds,
+)
 
 from mecsim.config import Scenario
 from mecsim.plugins import make_scheduler
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer timed episodes (noisier figures)")
-    parser.add_argument("--no-train", action="store_true", help="skip the AMCoEdge training figures")
-    parser.add_argument("--train-episodes", type=int, default=500)
-    args = parser.parse_args()
+    args = arguments(__doc__)
     q = args.quick
-    figures: dict[str, float] = {"load_average_1min_start": os.getloadavg()[0]}
+    figures = start_figures()
     scenario = Scenario(model="event")
 
     for name in ("optimal", "amcoedge"):
@@ -63,9 +64,7 @@ def main() -> None:
         figures[f"event_amcoedge_train_{n}ep_8seeds_s"] = wall
         figures[f"event_amcoedge_train_{n}ep_8seeds_last50_makespan"] = last
 
-    figures["load_average_1min_end"] = os.getloadavg()[0]
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+    report(figures)
 
 
 if __name__ == "__main__":

@@ -81,14 +81,30 @@ def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float
     return (time.perf_counter() - started) / episodes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments(description: str) -> argparse.Namespace:
+    """The kernel benchmarks' options: --quick, --no-train, --train-episodes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="fewer timed episodes (noisier figures)")
     parser.add_argument("--no-train", action="store_true", help="skip the AMCoEdge training figures")
     parser.add_argument("--train-episodes", type=int, default=500)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def start_figures() -> dict[str, float]:
+    return {"load_average_1min_start": os.getloadavg()[0]}
+
+
+def report(figures: dict[str, float]) -> None:
+    """Print the figures as ``name: value`` lines, after the load average at the end."""
+    figures["load_average_1min_end"] = os.getloadavg()[0]
+    for name, value in figures.items():
+        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+
+
+def main() -> None:
+    args = arguments(__doc__)
     q = args.quick
-    figures: dict[str, float] = {"load_average_1min_start": os.getloadavg()[0]}
+    figures = start_figures()
 
     scenario = Scenario(preset="optimal")
     optimal = make_scheduler("optimal", scenario)
@@ -141,9 +157,7 @@ def main() -> None:
             figures["amcoedge_python_train_s_per_episode"] * n
         )
 
-    figures["load_average_1min_end"] = os.getloadavg()[0]
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+    report(figures)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from parity import Watch, random_decisions
 
-from mecsim.arrivals import Trace, episode_trace
+from mecsim.arrivals import Trace
 from mecsim.backends import kernel, resolve
 from mecsim.backends.kernel import event_episode
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
-from mecsim.scheduling import Decision, Scheduler, SchedulerError
+from mecsim.scheduling import Decision, SchedulerError
 from schedulers.best_single import BestSingleScheduler, best_single_decide
 from schedulers.local import LocalScheduler, local_decide
 from schedulers.optimal import OptimalScheduler, optimal_decide
@@ -69,22 +70,6 @@ def scenarios(draw, combos=COMBOS):
         allocation=rule,
         seed=draw(st.integers(0, 10_000)),
     )
-
-
-class Watch(Scheduler):
-    """Per-task decisions of ``inner`` (or given ones), recording what each task sees."""
-
-    name = "watch"
-
-    def __init__(self, scenario, inner=None, decisions=None):
-        super().__init__(scenario)
-        self.inner, self.decisions, self.seen = inner, decisions, []
-
-    def decide(self, obs):
-        self.seen.append(np.concatenate([obs.backlog, obs.current_backlog, obs.tx_backlog, obs.wait]))
-        if self.decisions is not None:
-            return self.decisions(len(self.seen) - 1)
-        return self.inner.decide(obs)
 
 
 @dataclass(frozen=True)
@@ -142,18 +127,6 @@ def test_schedulers_match_python(scheduler, decide, scenario):
     check_parity(scenario, lambda sc, e: Watch(sc, scheduler(sc)), decide)
 
 
-def random_fractions(scenario, salt):
-    """Arbitrary subsets with explicit fractions (zero shares inside a subset included), per task."""
-    trace = episode_trace(scenario, scenario.seed, 0)
-    n_tasks = np.count_nonzero(trace.sizes[: scenario.decision_slots])
-    rng = np.random.default_rng(salt)
-    subsets = (rng.random((n_tasks, B)) < 0.5).astype(float)
-    subsets[np.arange(n_tasks), rng.integers(B, size=n_tasks)] = 1.0
-    weights = rng.random((n_tasks, B)) * subsets * (rng.random((n_tasks, B)) < 0.8)
-    weights[weights.sum(axis=1) == 0] = subsets[weights.sum(axis=1) == 0]
-    return trace, subsets, weights / weights.sum(axis=1, keepdims=True)
-
-
 def replay(scenario, trace, subsets, fractions):
     """(kernel batch, SimPy result) of one episode with the given decisions."""
     params = tuple(kernel.replay_params(scenario, [trace], [rows], WIDTH) for rows in (subsets, fractions))
@@ -167,7 +140,7 @@ def replay(scenario, trace, subsets, fractions):
 @EXAMPLES
 @given(scenarios(), st.integers(0, 3))
 def test_explicit_fractions_match_python(scenario, salt):
-    trace, subsets, fractions = random_fractions(scenario, salt)
+    trace, subsets, fractions = random_decisions(scenario, salt)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
 
@@ -187,7 +160,7 @@ def test_overtaking_and_drops_are_exercised_and_match(policy):
     """A loaded scenario where later local shares overtake remote ones still on the wire, and (drop)
     shares are lost on links, at the head of a queue and in service."""
     scenario = stressed(deadline_policy=policy)
-    trace, subsets, fractions = random_fractions(scenario, 0)
+    trace, subsets, fractions = random_decisions(scenario, 0)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
     log = python.log
@@ -230,7 +203,7 @@ def test_full_job_tables_are_grown_not_truncated(monkeypatch):
     monkeypatch.setattr(event_episode, "SIZES", (1, 1, 1))
     monkeypatch.setattr(event_episode, "_SIZES", {})
     scenario = stressed(deadline_policy="keep", seed=12)
-    trace, subsets, fractions = random_fractions(scenario, 1)
+    trace, subsets, fractions = random_decisions(scenario, 1)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
     ((table, ring, steps),) = event_episode._SIZES.values()

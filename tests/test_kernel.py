@@ -18,6 +18,7 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from parity import Watch, random_decisions
 
 from mecsim.arrivals import episode_trace
 from mecsim.backends import kernel, resolve
@@ -26,7 +27,7 @@ from mecsim.engine import Simulation
 from mecsim.models.slotted_model import SlottedModel
 from mecsim.plugins import make_scheduler
 from mecsim.runner import run
-from mecsim.scheduling import Decision, Scheduler, SchedulerError
+from mecsim.scheduling import Decision, SchedulerError
 from mecsim.tasklog import TaskLog, episode_metrics
 from schedulers.best_single import BestSingleScheduler, best_single_decide
 from schedulers.local import LocalScheduler, local_decide
@@ -81,23 +82,6 @@ def scenarios(draw, combos=COMBOS):
 
 
 # -- both paths, instrumented ----------------------------------------------------------------------
-class Watch(Scheduler):
-    """Per-task decisions of ``inner`` (or given ones), recording the queue state each task sees."""
-
-    name = "watch"
-
-    def __init__(self, scenario, inner=None, decisions=None):
-        super().__init__(scenario)
-        self.inner, self.decisions, self.seen, self.k = inner, decisions, [], 0
-
-    def decide(self, obs):
-        self.seen.append(np.concatenate([obs.backlog, obs.current_backlog, obs.tx_backlog, obs.wait]))
-        self.k += 1
-        if self.decisions is not None:
-            return self.decisions(self.k - 1)
-        return self.inner.decide(obs)
-
-
 @dataclass(frozen=True)
 class Seen:
     """A kernel policy that also returns the queue state its task sees, as `Watch` records it."""
@@ -222,14 +206,7 @@ def test_random_decisions_replayed_match_python(scenario):
 @given(scenarios(), st.integers(0, 3))
 def test_explicit_fractions_replayed_match_python(scenario, salt):
     """Arbitrary subsets with explicit fractions (zero shares included) give the same episode."""
-    trace = episode_trace(scenario, scenario.seed, 0)
-    n_tasks = np.count_nonzero(trace.sizes[: scenario.decision_slots])
-    rng = np.random.default_rng(salt)
-    subsets = (rng.random((n_tasks, B)) < 0.5).astype(float)
-    subsets[np.arange(n_tasks), rng.integers(B, size=n_tasks)] = 1.0
-    weights = rng.random((n_tasks, B)) * subsets * (rng.random((n_tasks, B)) < 0.8)
-    weights[weights.sum(axis=1) == 0] = subsets[weights.sum(axis=1) == 0]
-    fractions = weights / weights.sum(axis=1, keepdims=True)
+    _, subsets, fractions = random_decisions(scenario, salt)
 
     def params_of(replicas, logs):
         traces = [r.get_trace() for r in replicas]
