@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mecsim.report import plot_experiment
-from mecsim.report.claims import verdict
+from mecsim.report.claims import headline_section, paired_reduction, verdict
 from mecsim.report.data import reference_reruns, rerun_default
 from mecsim.report.stats import band, percentile_interval, seed_spread
 from mecsim.report.table import spread_section
@@ -181,6 +181,29 @@ def test_rerun_metric_and_rows_by_hand(use_reruns):
 def test_headline_verdict(means, word):
     assert verdict(means).startswith(word)
     assert verdict({"random": 1.0}).startswith("not assessed")
+
+
+def test_paired_reduction_pairs_seeds_not_means():
+    # AMCoEdge is 10 % below drlcoedge on seed 0 and 20 % below on seed 1; seed 2 has no drlcoedge run
+    rows = pd.DataFrame(
+        {
+            "seed": [0, 0, 1, 1, 2],
+            "method": ["amcoedge", "drlcoedge", "amcoedge", "drlcoedge", "amcoedge"],
+            "makespan": [0.9, 1.0, 1.6, 2.0, 5.0],
+        }
+    )
+    mean, lo, hi = paired_reduction(rows, "drlcoedge")
+    assert mean == pytest.approx(-15.0)
+    assert (lo, hi) == pytest.approx((-20.0, -10.0))  # two values: their bootstrap means span them
+    assert paired_reduction(rows[rows["seed"] == 0], "drlcoedge") is None  # one seed: no interval
+    assert paired_reduction(rows, "smcoedge") is None
+
+    lines: list[str] = []
+    means = {"amcoedge": 1.0, "random": 1.0, "drlcoedge": 1.0, "smcoedge": 1.0, "optimal": 1.0}
+    headline_section(lines, [("published CSVs", means, None), ("ours", means, rows)])
+    text = "\n".join(lines)
+    assert "| drlcoedge | -17 % | +0.0 % | +0.0 % [-20.0, -10.0] |" in text
+    assert "drlcoedge inside [-20.0, -10.0]" in text  # the claimed -17 % lies within
 
 
 def test_plot_writes_every_figure_and_the_table_byte_stably(tmp_path: Path):

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from ..sweep import Experiment
-from .claims import headline_section, pct, reduction
+from .claims import headline_section, paired_reduction, pct, reduction
 from .data import (
     FIRST_EPISODES,
     LAST_EPISODES,
@@ -37,17 +37,12 @@ def _fmt(values: pd.Series, digits: int = 4) -> str:
 def _paired(rows: pd.DataFrame, method: str, amc: float, other: float) -> str:
     """AMCoEdge's make-span against ``method``'s: the difference of the means over seeds, then the mean
     and bootstrap interval of the per-seed differences (same seed, same traces), where both ran them."""
-    wide = rows[rows["method"].isin(["amcoedge", method])].pivot_table(
-        index="seed", columns="method", values="makespan"
-    )
     text = pct(reduction(amc, other))
-    if "amcoedge" not in wide or method not in wide:
+    paired = paired_reduction(rows, method)
+    if paired is None:
         return text
-    per_seed = (100.0 * (wide["amcoedge"] - wide[method]) / wide[method]).dropna()
-    if len(per_seed) < 2:
-        return text
-    lo, hi = percentile_interval(per_seed)
-    return f"{text}; per seed {pct(per_seed.mean())} [{lo:+.1f}, {hi:+.1f}]"
+    mean, lo, hi = paired
+    return f"{text}; per seed {pct(mean)} [{lo:+.1f}, {hi:+.1f}]"
 
 
 def _means(rows: pd.DataFrame) -> dict[str, float]:
@@ -152,10 +147,10 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
 
     pub_means = pub["makespan"].to_dict()
     columns = [
-        ("published CSVs", pub_means),
-        ("ours, own presets", own),
-        ("ours, common preset", common),
-        ("ours, event model", event),
+        ("published CSVs", pub_means, None),
+        ("ours, own presets", own, own_rows),
+        ("ours, common preset", common, common_rows),
+        ("ours, event model", event, event_rows),
     ]
     headline_section(lines, columns)
     return "\n".join(lines + sweep_tables(summary, members, exp))
