@@ -26,6 +26,7 @@ from mecsim.sweep import (
     part_path,
     run_sweep,
 )
+from mecsim.sweep.planning import cost, expected_tasks, ordering_cost
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting cell functions below
 
@@ -280,8 +281,20 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     # every computed cell's wall time is logged; the dry run projects from those measurements
     rates = calibration(tmp_path / "uninterrupted")
     assert set(rates["method"]) == {"local", "random", "optimal"} and rates["cells"].sum() == TINY_CELLS
-    seconds, unknown = estimate(load_experiment(tiny).cells(), rates)
+    cells = load_experiment(tiny).cells()
+    seconds, unknown = estimate(cells, rates)
     assert seconds > 0 and unknown == []
+    # batches are ordered by measured seconds where a rate is known, by the rough cost otherwise
+    order = ordering_cost(cells, rates)
+    assert sum(order.values()) == pytest.approx(seconds)
+    slower = rates.assign(
+        s_per_task_episode=rates["s_per_task_episode"].where(rates["method"] != "local", 1.0)
+    )
+    local = next(c for c in cells if c.method == "local")
+    assert ordering_cost([local], slower)[local.cell_id] == pytest.approx(
+        (local.episodes) * expected_tasks(local.scenario)
+    )
+    assert ordering_cost([local], rates.iloc[0:0]) == {local.cell_id: cost(local)}
 
     # simulate an interruption: one finished part lost, a temporary file of a write in progress left behind
     out = tmp_path / "interrupted"

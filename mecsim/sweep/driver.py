@@ -25,7 +25,7 @@ import pandas as pd
 from ..jaxconfig import compilation_cache_dir
 from ..tables import git_commit
 from .cells import Experiment, load_experiment
-from .planning import calibration, cost, estimate, plan, plan_batches
+from .planning import calibration, cost, estimate, ordering_cost, plan, plan_batches
 from .store import (
     append_timing,
     corrupt_parts,
@@ -225,7 +225,8 @@ def run_sweep(
             else:
                 batch_fn = functools.partial(each, cell_fn)
                 batches = [[c] for c in todo]
-            batch_cost = lambda batch: sum(cost(c) for c in batch)  # noqa: E731
+            seconds = ordering_cost(todo, calibration(results_dir))
+            batch_cost = lambda batch: sum(seconds.get(c.cell_id, cost(c)) for c in batch)  # noqa: E731
             batches.sort(key=batch_cost, reverse=True)  # longest first: shortest overall wall time
             run_id = uuid.uuid4().hex
             with contextlib.ExitStack() as stack:

@@ -182,15 +182,38 @@ def calibration(results_dir: str | Path) -> pd.DataFrame:
     )
 
 
+def rate_table(rates: pd.DataFrame) -> dict[tuple, float]:
+    """`calibration`'s rates by (method, model, engine)."""
+    return {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+
+
+def measured_cost(cell: Cell, table: dict[tuple, float]) -> float | None:
+    """Projected CPU seconds of ``cell`` from measured rates (∝ episodes × expected tasks); None if unmeasured."""
+    rate = table.get((cell.method, cell.scenario.model, cell.engine))
+    if rate is None:
+        return None
+    episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
+    return rate * episodes * expected_tasks(cell.scenario)
+
+
 def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]:
-    """Projected CPU seconds of ``cells`` (cost ∝ episodes × expected tasks), and the cells with no measurement."""
-    table = {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+    """Projected CPU seconds of ``cells``, and the cells with no measurement."""
+    table = rate_table(rates)
     total, unknown = 0.0, []
     for cell in cells:
-        rate = table.get((cell.method, cell.scenario.model, cell.engine))
-        if rate is None:
+        seconds = measured_cost(cell, table)
+        if seconds is None:
             unknown.append(cell)
-            continue
-        episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
-        total += rate * episodes * expected_tasks(cell.scenario)
+        else:
+            total += seconds
     return total, unknown
+
+
+def ordering_cost(cells: list[Cell], rates: pd.DataFrame) -> dict[str, float]:
+    """Per cell id, the seconds by which batches are ordered (longest first): measured where a rate is
+    known, else the rough `cost` (which cannot tell, e.g., a diffusion learner's per-task time from a DQN's)."""
+    table, out = rate_table(rates), {}
+    for cell in cells:
+        seconds = measured_cost(cell, table)
+        out[cell.cell_id] = cost(cell) if seconds is None else seconds
+    return out
