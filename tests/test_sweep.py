@@ -118,9 +118,9 @@ def test_seeds_grid_extends_the_paper_default_point():
     assert {c.scenario.seed for c in cells} == set(range(16))
     paper = load_experiment("paper")
     default = set(paper.memberships(paper.cells()).query("sweep == 'default'")["cell_id"])
-    # seeds 0-2 of the slotted default point are the paper's own cells: the same ids, computed once either way
-    first = {c.cell_id for c in cells if c.scenario.seed < 3}
-    assert len(first) == 3 * 9 and first <= default
+    # seeds 0-9 of the slotted default point are the paper's own cells: the same ids
+    first = {c.cell_id for c in cells if c.scenario.seed < 10}
+    assert len(first) == 10 * 9 and first <= default
 
 
 def test_paper_grid_counts_and_values():
@@ -128,13 +128,13 @@ def test_paper_grid_counts_and_values():
     cells = exp.cells()
     # 31 distinct slotted points (10 + 10 + 10 + 4 sweep values, the default point shared by all four)
     # x 7 methods, + 4 own presets differing from the common one, + 7 event cells, + ddrl-amsa at the slotted
-    # default point only (its own preset is the common one); x 3 seeds
-    assert len(cells) == 3 * (31 * 7 + 4 + 7 + 1)
+    # default point only (its own preset is the common one); x 10 seeds
+    assert len(cells) == 10 * (31 * 7 + 4 + 7 + 1)
     amsa = [c for c in cells if c.method == "ddrl-amsa"]
     assert {(c.scenario.model, c.scenario.deadline, c.scenario.arrival_prob) for c in amsa} == {
         ("slotted", 1.0, 0.3)
     }
-    assert {c.scenario.seed for c in cells} == {0, 1, 2}
+    assert {c.scenario.seed for c in cells} == set(range(10))
     episodes = {c.method: c.episodes for c in cells}
     assert episodes == {
         "random": 50,
@@ -196,7 +196,7 @@ def test_tiny_grid_and_event_experiment(tiny: Path):
     assert len(cells) == TINY_CELLS
     assert len({c.cell_id for c in cells}) == len(cells)
     event = load_experiment("paper-event").cells()
-    assert {c.scenario.model for c in event} == {"event"} and len(event) == 3 * 31 * 7
+    assert {c.scenario.model for c in event} == {"event"} and len(event) == 10 * 31 * 7
 
 
 def test_invalid_experiment_is_reported(tmp_path: Path):
