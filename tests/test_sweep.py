@@ -292,7 +292,7 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     )
     local = next(c for c in cells if c.method == "local")
     assert ordering_cost([local], slower)[local.cell_id] == pytest.approx(
-        (local.episodes) * expected_tasks(local.scenario)
+        local.episodes * expected_tasks(local.scenario)
     )
     assert ordering_cost([local], rates.iloc[0:0]) == {local.cell_id: cost(local)}
 

@@ -49,15 +49,22 @@ Setting = tuple[str, dict[str, float], "pd.DataFrame | None"]
 """(name, mean make-span per method, per-seed rows for paired intervals or None)."""
 
 
-def _headline_cell(means: dict[str, float], rows: pd.DataFrame | None, method: str) -> str:
+CLAIMED = {m: -c for m, c in HEADLINE.items()} | {"optimal": HEADLINE_OPTIMAL_GAP}
+"""The claimed AMCoEdge-vs-method difference in %, per method of the headline."""
+
+
+def _headline_cell(means: dict[str, float], paired: dict, method: str) -> str:
     text = pct(reduction(means.get("amcoedge", math.nan), means.get(method, math.nan)))
-    paired = paired_reduction(rows, method) if rows is not None else None
-    return text if paired is None else f"{text} [{paired[1]:+.1f}, {paired[2]:+.1f}]"
+    interval = paired.get(method)
+    return text if interval is None else f"{text} [{interval[1]:+.1f}, {interval[2]:+.1f}]"
 
 
 def headline_section(lines: list[str], columns: list[Setting]) -> None:
     """The "Does the headline hold?" section: AMCoEdge against each baseline in each setting's means,
     with the paired per-seed interval where the setting has per-seed rows."""
+    paired = [
+        {} if rows is None else {m: paired_reduction(rows, m) for m in CLAIMED} for _, _, rows in columns
+    ]
     lines.extend(
         [
             "## Does the headline hold?",
@@ -70,9 +77,9 @@ def headline_section(lines: list[str], columns: list[Setting]) -> None:
         ]
     )
     for method, claim in HEADLINE.items():
-        cells = [_headline_cell(m, rows, method) for _, m, rows in columns]
+        cells = [_headline_cell(m, p, method) for (_, m, _), p in zip(columns, paired)]
         lines.append(f"| {method} | {-claim:+.0f} % | " + " | ".join(cells) + " |")
-    cells = [_headline_cell(m, rows, "optimal") for _, m, rows in columns]
+    cells = [_headline_cell(m, p, "optimal") for (_, m, _), p in zip(columns, paired)]
     lines.append(f"| optimal | ≈ +{HEADLINE_OPTIMAL_GAP:.0f} % | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
@@ -84,22 +91,20 @@ def headline_section(lines: list[str], columns: list[Setting]) -> None:
         "same traces). The rule reads the means; each verdict also says which claims fall inside their interval."
     )
     lines.append("")
-    for name, means, rows in columns[1:]:
-        lines.append(f"* {name}: {verdict(means)}{_inside(rows)}")
+    for (name, means, _), p in list(zip(columns, paired))[1:]:
+        lines.append(f"* {name}: {verdict(means)}{_inside(p)}")
     lines.append("")
 
 
-def _inside(rows: pd.DataFrame | None) -> str:
-    """Which claimed values lie inside the paired per-seed interval of the setting's rows."""
-    if rows is None:
-        return ""
-    claims = {m: -c for m, c in HEADLINE.items()} | {"optimal": HEADLINE_OPTIMAL_GAP}
+def _inside(paired: dict) -> str:
+    """Which claimed values lie inside their paired per-seed interval."""
     parts = []
-    for method, claim in claims.items():
-        paired = paired_reduction(rows, method)
-        if paired is not None:
-            _, lo, hi = paired
-            parts.append(f"{method} {'inside' if lo <= claim <= hi else 'outside'} [{lo:+.1f}, {hi:+.1f}]")
+    for method, interval in paired.items():
+        if interval is not None:
+            _, lo, hi = interval
+            parts.append(
+                f"{method} {'inside' if lo <= CLAIMED[method] <= hi else 'outside'} [{lo:+.1f}, {hi:+.1f}]"
+            )
     return f" Claimed value vs the paired interval: {'; '.join(parts)}." if parts else ""
 
 

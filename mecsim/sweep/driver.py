@@ -225,8 +225,8 @@ def run_sweep(
             else:
                 batch_fn = functools.partial(each, cell_fn)
                 batches = [[c] for c in todo]
-            seconds = ordering_cost(todo, calibration(results_dir))
-            batch_cost = lambda batch: sum(seconds.get(c.cell_id, cost(c)) for c in batch)  # noqa: E731
+            seconds = ordering_cost([c for batch in batches for c in batch], calibration(results_dir))
+            batch_cost = lambda batch: sum(seconds[c.cell_id] for c in batch)  # noqa: E731
             batches.sort(key=batch_cost, reverse=True)  # longest first: shortest overall wall time
             run_id = uuid.uuid4().hex
             with contextlib.ExitStack() as stack:
