@@ -62,17 +62,20 @@ def test_claim_verdict(lo, hi, claim, word):
 
 
 def _summary(rows):
-    return pd.DataFrame(rows, columns=["method", "preset", "seed", "makespan", "model"])
+    return pd.DataFrame(rows, columns=["cell_id", "method", "preset", "seed", "makespan", "model"])
 
 
-def test_amsa_paired_pairs_by_seed():
+def test_amsa_paired_pairs_by_seed_at_the_default_point():
     exp = load_experiment("amsa")
     rows = []
     for seed in range(4):
-        rows.append(("ddrl-amsa", "amcoedge", seed, 0.2 + 0.01 * seed, "slotted"))
-        rows.append(("drlcoedge", "amcoedge", seed, 0.25 + 0.01 * seed, "slotted"))
-    rows.append(("drlcoedge", "amcoedge", 9, 100.0, "slotted"))  # no DDRL-AMSA run on seed 9: left out
-    paired = ddrl.amsa_paired(_summary(rows), exp)
+        rows.append((f"a{seed}", "ddrl-amsa", "amcoedge", seed, 0.2 + 0.01 * seed, "slotted"))
+        rows.append((f"d{seed}", "drlcoedge", "amcoedge", seed, 0.25 + 0.01 * seed, "slotted"))
+    rows.append(("d9", "drlcoedge", "amcoedge", 9, 100.0, "slotted"))  # no DDRL-AMSA run on seed 9: left out
+    rows.append(("s0", "drlcoedge", "amcoedge", 0, 50.0, "slotted"))  # a sweep cell, not the default point
+    members = pd.DataFrame({"cell_id": [r[0] for r in rows], "sweep": "default"})
+    members.loc[members["cell_id"] == "s0", "sweep"] = "deadline"
+    paired = ddrl.amsa_paired(_summary(rows), members, exp)
     row = paired[(paired["baseline"] == "drlcoedge") & paired["setting"].str.contains("common")].iloc[0]
     expected = [100 * (1 - (0.2 + 0.01 * s) / (0.25 + 0.01 * s)) for s in range(4)]
     assert row["seeds"] == 4
@@ -80,6 +83,10 @@ def test_amsa_paired_pairs_by_seed():
     assert row["wins"] == 4
     assert row["lo"] <= row["reduction"] <= row["hi"]
     assert row["verdict"] == ddrl.claim_verdict(row["lo"], row["hi"], 18.22)
+
+    members["sweep"] = "default"  # two default-point cells of one seed cannot be paired
+    with pytest.raises(ValueError, match="several default-point cells per seed"):
+        ddrl.amsa_paired(_summary(rows), members, exp)
 
 
 def test_dedgeai_runs_plateau_and_start():

@@ -67,7 +67,7 @@ def plot_experiment(
     if dedgeai.any():
         text += "\n" + "\n".join(dedgeai_section(df[dedgeai], exp))
     if "ddrl-amsa" in exp.methods:
-        text += "\n" + "\n".join(amsa_section(summary, exp))
+        text += "\n" + "\n".join(amsa_section(summary, members, exp))
     text += (
         "\n## Figures\n\n"
         + "\n".join(f"* `figures/{p.name}`" for p in written if p.suffix == ".png")

@@ -145,9 +145,10 @@ def with_settings(rows: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     is_common = rows["preset"] == exp.common_preset
     models_with_own = set(rows.loc[is_own & ~is_common, "model"])
     is_own &= ~is_common | rows["model"].isin(models_with_own)
-    frames.append(rows[is_own].assign(setting=rows["model"] + ", own preset"))
-    frames.append(rows[is_common].assign(setting=rows["model"] + f", common preset ({exp.common_preset})"))
-    other = rows[~is_own & ~is_common]
+    # each setting from its own rows' columns: a Series of all rows assigned to an empty subset would add NaN rows
+    mine, common, other = rows[is_own], rows[is_common], rows[~is_own & ~is_common]
+    frames.append(mine.assign(setting=mine["model"] + ", own preset"))
+    frames.append(common.assign(setting=common["model"] + f", common preset ({exp.common_preset})"))
     frames.append(other.assign(setting=other["model"] + ", preset " + other["preset"]))
     return pd.concat(frames, ignore_index=True)
 
