@@ -3,7 +3,8 @@
 Prints one ``name: value`` line per figure. Usage: ``python benchmarks/event_kernel.py [--quick] [--no-train]``.
 
 The scenario is the AMCoEdge default point in the event model (`experiments/paper.toml`'s event cells:
-common preset, FIFO links and servers, deadline kept). Figures are measured as in `benchmarks/kernel.py`
+common preset, FIFO links and servers, deadline kept); the ``event_faults_*`` figures add the heaviest
+server outages of `experiments/faults.toml` (down 30 % of the time, mean down time 2 s). Figures are measured as in `benchmarks/kernel.py`
 (end to end, compilation reported apart, best of several timed calls); ``xR``: R episodes per vmapped
 call. Ratios are between figures of the same run.
 """
@@ -44,6 +45,18 @@ def main() -> None:
                 figures[f"event_{name}_compiled_x{replicas}_tasks_per_s"]
                 / figures[f"event_{name}_python_tasks_per_s"]
             )
+
+    faulty = scenario.replace(
+        faults={"processes": [{"target": "server", "mean_up": 4.66667, "mean_down": 2}]}
+    )
+    scheduler = make_scheduler("optimal", faulty)
+    figures["event_faults_optimal_python_tasks_per_s"] = python_tasks_per_s(faulty, scheduler, 2 if q else 5)
+    rate, compile_s = compiled_tasks_per_s(faulty, scheduler, 64, 1 if q else 3)
+    figures["event_faults_optimal_compiled_x64_tasks_per_s"] = rate
+    figures["event_faults_optimal_compiled_x64_compile_s"] = compile_s
+    figures["event_faults_optimal_compiled_x64_over_python"] = (
+        rate / figures["event_faults_optimal_python_tasks_per_s"]
+    )
 
     if not args.no_train:
         n = args.train_episodes

@@ -84,8 +84,8 @@ def run(
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Build the named scheduler with its own seeded stream and run ``episodes`` episodes.
 
-    ``engine`` (`mecsim.backends`): ``"compiled"`` runs on the JAX kernel (the slotted model, and the
-    event model without faults; many episodes per vmapped call), ``"python"`` on the SimPy path;
+    ``engine`` (`mecsim.backends`): ``"compiled"`` runs on the JAX kernel (either delay model; many
+    episodes per vmapped call), ``"python"`` on the SimPy path;
     ``"auto"`` uses the kernel when the
     scheduler has a JAX-native form for the scenario, else the SimPy path. With ``checkpoint``, the
     scheduler loads it and decides greedily.

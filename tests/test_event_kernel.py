@@ -24,7 +24,7 @@ from mecsim.backends.kernel import event_episode
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
-from mecsim.scheduling import Decision, SchedulerError
+from mecsim.scheduling import Decision
 from schedulers.best_single import BestSingleScheduler, best_single_decide
 from schedulers.local import LocalScheduler, local_decide
 from schedulers.optimal import OptimalScheduler, optimal_decide
@@ -84,10 +84,17 @@ class Seen:
         return subset, fractions, seen
 
 
-def assert_same_episode(batch, i, replica, python, watch=None):
+def assert_same_episode(batch, i, replica, python, watch=None, ties=False):
+    """``ties``: compare the servers given a share, not the subsets chosen. A subset member that gets no
+    share makes an exact tie with the subset without it; under faults (a server down keeps growing its
+    backlog, so CWA often gives it nothing) such ties are common, and NumPy and XLA round the shares
+    differently in the last bit, enough to break them either way."""
     got, want = batch.task_log(i, replica), python.log
     assert len(got) == len(want)
-    np.testing.assert_array_equal(got.subset, want.subset)
+    if ties:
+        np.testing.assert_array_equal((got.subset > 0) & (got.fractions > 0), want.fractions > 0)
+    else:
+        np.testing.assert_array_equal(got.subset, want.subset)
     np.testing.assert_allclose(got.fractions, want.fractions, rtol=0, atol=TOL)
     np.testing.assert_array_equal(got.failed, want.failed)
     np.testing.assert_array_equal(np.isnan(got.latency), np.isnan(want.latency))
@@ -100,14 +107,15 @@ def assert_same_episode(batch, i, replica, python, watch=None):
         np.testing.assert_allclose(batch.aux(i), np.stack(watch.seen), rtol=0, atol=TOL)
 
 
-def check_parity(scenario, make_python, decide, params=None, episodes=(0, 1)):
+def check_parity(scenario, make_python, decide, params=None, episodes=(0, 1), ties=False):
     replicas = [kernel.Replica(scenario, e) for e in episodes]
     batch = kernel.run_batch(
         replicas, kernel.JaxPolicy(Seen(decide), params, params is not None), length=WIDTH
     )
     for i, e in enumerate(episodes):
         watch = make_python(scenario, e)
-        assert_same_episode(batch, i, replicas[i], Simulation(scenario, watch).run_episode(e), watch)
+        python = Simulation(scenario, watch).run_episode(e)
+        assert_same_episode(batch, i, replicas[i], python, watch, ties)
     return batch
 
 
@@ -200,13 +208,13 @@ def test_hand_computed_overtaking():
 
 
 def test_full_job_tables_are_grown_not_truncated(monkeypatch):
-    monkeypatch.setattr(event_episode, "SIZES", (1, 1, 1))
+    monkeypatch.setattr(event_episode, "SIZES", (1, 1, 1, 2))
     monkeypatch.setattr(event_episode, "_SIZES", {})
     scenario = stressed(deadline_policy="keep", seed=12)
     trace, subsets, fractions = random_decisions(scenario, 1)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
-    ((table, ring, steps),) = event_episode._SIZES.values()
+    ((table, ring, steps, _),) = event_episode._SIZES.values()
     assert table > 1 and ring > WIDTH  # grown from 1, and from the width (16)
 
 
@@ -234,11 +242,85 @@ def test_auto_engine_runs_event_scenarios_on_the_kernel():
     np.testing.assert_allclose(got.log.latency, python.log.latency, rtol=0, atol=TOL)
 
 
-def test_faults_stay_on_the_python_path():
+# -- faults ----------------------------------------------------------------------------------------
+@st.composite
+def faulty_scenarios(draw):
+    """`scenarios` with random outages and slow-downs of servers and links, and a fixed outage window."""
+    scenario = draw(scenarios())
+    horizon = SLOTS * scenario.slot_length
+    processes = [
+        {
+            "target": target,
+            "mean_up": draw(st.sampled_from([0.2, 0.6])) * horizon,
+            "mean_down": draw(st.sampled_from([0.1, 0.3])) * horizon,
+            "factor": draw(st.sampled_from([0.0, 0.4])),
+        }
+        for target in ("server", "link")
+    ]
+    start = draw(st.floats(0.0, 0.8, allow_subnormal=False)) * horizon  # XLA on CPU flushes them to 0
+    window = {
+        "target": "server",
+        "index": draw(st.integers(0, B - 1)),
+        "start": start,
+        "end": start + horizon / 4,
+    }
+    faults = {"processes": processes, "windows": [window], "observable": draw(st.booleans())}
+    return scenario.replace(faults=faults)
+
+
+@EXAMPLES
+@given(scenario=faulty_scenarios())
+def test_optimal_matches_python_under_faults(scenario):
+    """Jobs caught by outages, slowed links and downloads, and (observable) infinite terms for servers that
+    are down: the same decisions, observations and outcomes on both paths."""
+    check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), optimal_decide, ties=True)
+
+
+@EXAMPLES
+@given(faulty_scenarios(), st.integers(0, 3))
+def test_explicit_fractions_match_python_under_faults(scenario, salt):
+    trace, subsets, fractions = random_decisions(scenario, salt)
+    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
+    assert_same_episode(batch, 0, replica, python, watch)
+
+
+def test_hand_computed_outage_in_service():
+    """ES 0 (10 Gcycles/s) takes 10 Gcycles at 0 and is down over [0.5, 1.5): done at 2.0. ES 1's local job
+    of slot 1 (4 Gcycles at 20 Gcycles/s) runs from 0.5 to 0.7."""
+    sc = Scenario(
+        model="event", n_bs=2, tasks_per_slot=1, slots=3, capacities=(10.0, 20.0), rates=(40.0, 40.0),
+        arrival_prob=1.0, slot_length=0.5, deadline=None,
+        faults={"windows": [{"target": "server", "index": 0, "start": 0.5, "end": 1.5}]},
+    )  # fmt: skip
+    sizes = np.zeros((3, 2, 1))
+    sizes[0, 0, 0] = 5.0  # 10 Gcycles at ES 0
+    sizes[1, 1, 0] = 2.0  # 4 Gcycles at ES 1
+    trace = Trace(sizes, np.full(sizes.shape, 2.0))
+    local = np.array([[1.0, 0.0], [0.0, 1.0]])
+    batch, replica, python, _ = replay(sc, trace, local, local)
+    for log in (batch.task_log(0, replica), python.log):
+        np.testing.assert_allclose(log.latency, [2.0, 0.2], rtol=0, atol=1e-12)
+    # ES 0 served 5 of its 10 Gcycles within the 1 s horizon (down from 0.5 on)
+    np.testing.assert_allclose(batch.served[0], [5.0, 4.0], rtol=0, atol=1e-12)
+
+
+def test_fault_realisations_are_drawn_further_not_extrapolated(monkeypatch):
+    """Drawn to a tenth of the horizon first, the random faults overflow and are drawn further until every
+    finish time lies within the drawn realisation."""
+    monkeypatch.setattr(event_episode, "SIZES", (16, 32, 64, 0.125))
+    monkeypatch.setattr(event_episode, "_SIZES", {})
+    processes = [{"target": t, "mean_up": 0.3, "mean_down": 0.1} for t in ("server", "link")]
+    scenario = stressed(deadline_policy="keep", deadline=None, faults={"processes": processes})
+    trace, subsets, fractions = random_decisions(scenario, 2)
+    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
+    assert_same_episode(batch, 0, replica, python, watch)
+    ((*_, reach),) = event_episode._SIZES.values()
+    assert reach > 1
+
+
+def test_auto_engine_runs_event_faults_on_the_kernel():
     scenario = stressed(faults={"windows": [{"target": "server", "index": 0, "start": 0.1, "end": 0.3}]})
-    with pytest.raises(SchedulerError, match="without faults"):
-        resolve("compiled", scenario, OptimalScheduler(scenario))
-    assert resolve("auto", scenario, OptimalScheduler(scenario)).__class__ is Simulation
+    assert resolve("auto", scenario, OptimalScheduler(scenario)).engine == "compiled"
     with pytest.raises(ValueError, match="whole episodes in the nested layout"):
         kernel.run_batch([kernel.Replica(stressed(), 0)], kernel.JaxPolicy(local_decide), layout="flat")
 

@@ -163,8 +163,11 @@ def test_overlapping_faults_multiply():
 
 # -- the compiled kernel ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("observable", [True, False])
-@pytest.mark.parametrize("name", ["optimal", "best-single", "local"])
-def test_the_kernel_runs_faults_as_the_python_path_does(name, observable):
+@pytest.mark.parametrize(
+    "name, model",
+    [("optimal", "slotted"), ("best-single", "slotted"), ("local", "slotted"), ("best-single", "event")],
+)
+def test_the_kernel_runs_faults_as_the_python_path_does(name, model, observable):
     faults = {
         "processes": [{"target": "server", "mean_up": 2.0, "mean_down": 1.0}],
         "windows": [window("link", 1, 0.5, 2.5, 0.3)],
@@ -178,6 +181,7 @@ def test_the_kernel_runs_faults_as_the_python_path_does(name, observable):
         slots=8,
         arrival_prob=0.6,
         deadline=1.5,
+        model=model,
     )
     sc = build_scenario(point, {"faults": faults})
     python, _ = run(sc, name, 3, engine="python", progress=False, timing=False)
@@ -200,13 +204,14 @@ def test_bad_faults_are_refused():
             scenario(faults)
 
 
-def test_learners_train_under_faults_on_both_engines_alike():
+@pytest.mark.parametrize("model", ["slotted", "event"])
+def test_learners_train_under_faults_on_both_engines_alike(model):
     """One seed, exploration included: the kernel's training loop takes the SimPy path's steps under faults too."""
     from mecsim.training import train
 
     faults = {"processes": [{"target": "server", "mean_up": 2.0, "mean_down": 1.0}]}
     sc = build_scenario(
-        dict(BASE, tasks_per_slot=4, slots=6, arrival_prob=0.7, deadline=1.0), {"faults": faults}
+        dict(BASE, tasks_per_slot=4, slots=6, arrival_prob=0.7, deadline=1.0, model=model), {"faults": faults}
     )
     options = dict(learn_start=2, learn_every=1, batch_size=4, greedy_increment=0.05)
     a = train(

@@ -310,10 +310,6 @@ def test_runner_engines_agree_and_auto_picks_the_kernel(monkeypatch):
 
 
 def test_compiled_engine_refuses_what_it_cannot_run():
-    window = {"target": "server", "index": 0, "start": 0.1, "end": 0.3}
-    event = small(model="event", faults={"windows": [window]})
-    with pytest.raises(SchedulerError, match="event model runs without faults"):
-        run(event, "local", 1, engine="compiled", progress=False)
     plain = small()
     with pytest.raises(SchedulerError, match="no JAX-native form"):  # the rich observation is Python-only
         run(
@@ -321,7 +317,8 @@ def test_compiled_engine_refuses_what_it_cannot_run():
         )
     with pytest.raises(SchedulerError, match="engine 'fast'"):
         run(plain, "local", 1, engine="fast", progress=False)
-    assert isinstance(resolve("auto", event, make_scheduler("local", event)), Simulation)
+    rich = make_scheduler("amcoedge", plain, observation="rich")
+    assert isinstance(resolve("auto", plain, rich), Simulation)
 
 
 def test_compiled_simulation_calls_episode_hooks_in_order():

@@ -36,12 +36,11 @@ def test_compiled_training_is_deterministic(tmp_path):
 
 
 def test_auto_falls_back_to_python_where_the_kernel_cannot_train():
-    window = {"target": "server", "index": 0, "start": 0.1, "end": 0.3}
-    event = TINY.replace(model="event", faults={"windows": [window]})
-    result = train(event, "amcoedge", 2, eval_episodes=0, options=FAST, engine="auto")
-    assert len(result.episodes) == 2
-    with pytest.raises(SchedulerError, match="event model without faults"):
-        train(event, "amcoedge", 2, eval_episodes=0, options=FAST, engine="compiled")
+    rich = {**FAST, "observation": "rich"}  # the rich observation is Python-only
+    result = train(TINY, "amcoedge", 2, eval_episodes=0, options=rich, engine="auto")
+    assert len(result.episodes) == 2 and (result.episodes.engine_used == "python").all()
+    with pytest.raises(SchedulerError, match="cannot train on the kernel"):
+        train(TINY, "amcoedge", 2, eval_episodes=0, options=rich, engine="compiled")
     with pytest.raises(SchedulerError, match="engine 'gpu'.*auto, python, compiled"):
         train(TINY, "amcoedge", 2, engine="gpu")
 

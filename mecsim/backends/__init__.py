@@ -2,7 +2,7 @@
 
 * ``"python"`` — the SimPy engine (`mecsim.engine.Simulation`) with the scheduler's Python
   decisions: every delay model, every scheduler;
-* ``"compiled"`` — the slotted model, and the event model without faults, on the compiled JAX
+* ``"compiled"`` — the slotted and the event model (faults included) on the compiled JAX
   kernel (`mecsim.backends.kernel`), for schedulers with a JAX-native form (``jax_policy``);
   learners train there too;
 * ``"auto"`` (the default everywhere) — the kernel where it applies, else the SimPy engine.
@@ -30,16 +30,8 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def kernel_runs(scenario: Scenario) -> bool:
-    """Whether the compiled kernel runs this scenario's delay model: the slotted model, and the event model
-    without faults (the SimPy path applies faults to the event model exactly)."""
-    return not (scenario.model == "event" and scenario.faults.active)
-
-
 def why_not_compiled(scenario: Scenario, scheduler) -> str | None:
     """Why the kernel cannot run this scheduler on this scenario now (None: it can)."""
-    if not kernel_runs(scenario):
-        return "the compiled event model runs without faults (the Python path runs them)"
     if hook(scheduler, "jax_policy") is None or scheduler.jax_policy() is None:
         name = getattr(scheduler, "name", type(scheduler).__name__)
         return f"scheduler {name!r} has no JAX-native form (jax_policy) in its current mode"
@@ -98,12 +90,11 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     """(schedulers, the one JAX policy they share) when the kernel may run these scenarios' episodes
     together, else None (then each runs on its own, through `resolve`).
 
-    They may when the engine is not ``"python"``, no scenario is an event model with faults, all
-    share the kernel's static shape (`kernel.shape.Spec.of_group`; N may differ), and every
+    They may when the engine is not ``"python"``, all scenarios share the kernel's static shape (`kernel.shape.Spec.of_group`; N may differ), and every
     scheduler's JAX form is the same function with no params of its own.
     """
     check_engine(engine)
-    if engine == "python" or not scenarios or not all(kernel_runs(sc) for sc in scenarios):
+    if engine == "python" or not scenarios:
         return None
     from ..arrivals import stream
     from ..plugins import make_scheduler

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..backends import kernel_runs
 from ..config import Scenario
 from ..plugins import resolve_scheduler
 from ..scheduling import SchedulerError
@@ -29,8 +28,8 @@ BATCH_SPREAD = 1.15  # largest / smallest expected scan length within one batch
 
 
 def on_kernel(cell: Cell) -> bool:
-    """Whether the cell may run on the compiled kernel (its engine allows it, and the kernel runs its model)."""
-    return cell.engine != "python" and kernel_runs(cell.scenario)
+    """Whether the cell may run on the compiled kernel (its engine allows it)."""
+    return cell.engine != "python"
 
 
 def cost(cell: Cell) -> float:

@@ -4,8 +4,8 @@
   what a JAX-native policy sees (`JaxPolicy`, `KernelTask`, `SlotView`, `KernelContext`);
 * `layout` — compacted task entries (flat and nested layouts) and scan lengths;
 * `scan` — the slotted kernel: ``lax.scan`` over a replica's tasks, ``vmap`` over replicas;
-* `event`, `event_episode` — the event model (without faults): FIFO links and servers as
-  fixed-size state, advanced at each slot start; the decisions and episodes on it;
+* `event`, `event_episode` — the event model: FIFO links and servers as fixed-size state,
+  advanced at each slot start; the decisions and episodes on it; `fault_speeds`, its faults;
 * `simulation` — replica groups under a SimPy clock, and `CompiledSimulation`, the engine;
 * `training` — learners trained on the kernel (`KernelTrainer`);
 * `replay` — replaying recorded decisions (parity checks against the Python path).

@@ -19,9 +19,13 @@ physics), scanned over a replica's slots and their tasks and vmapped over replic
 * result downloads are scheduled with the share that produces them (each download link is
   fed by one ES, in its completion order).
 
-A queue or ring that would overflow sets a flag; `event_episode.run_episodes` then runs the
-group again with larger ones, so a result is never silently wrong. Faults are not compiled:
-the SimPy path runs them. The decisions and the episode are in `event_episode`.
+Faults (``Env.profile``, `fault_speeds`) change how long work takes: a job's finish, a
+transfer's delivery and the work done by an instant are read off the target's cumulative work
+(the SimPy path steps through the same segments).
+
+A queue or ring that would overflow, or a finish past the drawn fault realisation, sets a flag;
+`event_episode.run_episodes` then runs the group again with larger ones, so a result is never
+silently wrong. The decisions and the episode are in `event_episode`.
 """
 
 from __future__ import annotations
@@ -33,9 +37,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import fault_speeds
+from .fault_speeds import LINK, SERVER
 from .shape import Env, Spec
 
 NO_ENTRY = np.iinfo(np.int32).max
+OVERFLOWS = ("queue", "ring", "steps", "faults")  # what `EventState.overflow` flags, in order
+
+
+def faults_of(spec: Spec, env: Env):
+    """The replica's `fault_speeds.FaultSpeeds`, or None without faults."""
+    return env.profile if spec.faults else None
 
 
 class Shares(NamedTuple):
@@ -82,7 +94,10 @@ class EventState(NamedTuple):
     unscheduled: Any  # (T·W,) shares of the task sent and not yet scheduled
     resolved: Any  # (T·W,) when the task's last scheduled share is resolved (done, delivered or dropped)
     dropped_at: Any  # (T·W,) when a share of the task was first dropped at an ES or its download (else +inf)
-    overflow: Any  # (3,) a queue of sent shares, a ring, the shares scheduled at one slot start were too many
+    overflow: (
+        Any  # (4,) a queue of sent shares, a ring, the shares scheduled at one slot start were too many;
+    )
+    # a time past the drawn fault realisation
 
 
 def no_shares(*shape: int) -> Shares:
@@ -118,7 +133,7 @@ def initial_state(spec: Spec, sizes: tuple[int, int, int]) -> EventState:
         unscheduled=jnp.zeros(entries, jnp.int32),
         resolved=jnp.zeros(entries),
         dropped_at=jnp.full(entries, jnp.inf),
-        overflow=jnp.zeros(3, bool),
+        overflow=jnp.zeros(len(OVERFLOWS), bool),
     )
 
 
@@ -153,6 +168,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     table, queue = state.sent.entry.shape[2], state.ring.start.shape[1]
     rows = jnp.arange(n)
     pair = spec.link_topology == "pair"
+    faults = faults_of(spec, env)
 
     def heads(taken):
         """Each queue's next share: its position, (arrival, entry) (B, B), and whether there is one."""
@@ -166,7 +182,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     def step(carry, _):
         # one share per ES: the earliest arrival among the queue heads (ties: the earlier entry); the heads
         # travel in the carry, and only the chosen queue's is read anew
-        taken, at, head_arrival, head_entry, free, down_free = carry
+        taken, at, head_arrival, head_entry, free, down_free, beyond = carry
         here = (taken < state.sent_size) & (head_arrival <= target)
         arrival = jnp.where(here, head_arrival, jnp.inf)
         earliest = arrival == arrival.min(axis=1, keepdims=True)
@@ -183,13 +199,18 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
         decided = (jnp.maximum(job.entry, 0) // width) * env.slot_length
         dl = decided + env.deadline
         begin = jnp.maximum(free, decided + (job.arrival - decided))  # when SimPy's idle server wakes
-        service = job.work / caps
-        finish = begin + service  # as SimPy's clock: start + w/f
-        free_after, done = finish, jnp.ones(n, bool)
+        if faults is None:
+            finish = begin + job.work / caps  # as SimPy's clock: start + w/f
+            clock = finish
+        else:
+            finish = fault_speeds.finish(faults, SERVER, caps, begin, job.work)
+            clock = begin + (finish - begin)  # SimPy's clock after a timeout of finish - start
+            beyond = beyond | fault_speeds.beyond(faults, finish, active)
+        free_after, done = clock, jnp.ones(n, bool)
         if drop:
             head_drop = dl <= begin  # past its deadline when its turn comes: discarded, no time taken
             cut = ~head_drop & (finish > dl)  # cut at the deadline, partial service lost
-            free_after = jnp.where(head_drop, begin, jnp.where(cut, begin + (dl - begin), finish))
+            free_after = jnp.where(head_drop, begin, jnp.where(cut, begin + (dl - begin), clock))
             finish = jnp.where(head_drop, begin, jnp.where(cut, dl, finish))
             done = ~head_drop & ~cut
         got = finish
@@ -198,9 +219,13 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
         if spec.downloads:  # the result goes back to the task's BS, FIFO on this ES's download link
             link = rows * n + src if pair else rows
             sending = jnp.maximum(down_free[link], finish)
-            got = sending + job.down / rates
-            after = got
             fetch = active & done & (job.down > 0.0)
+            if faults is None:
+                got = sending + job.down / rates
+            else:  # the links out of ES i run at ES i's link factor, as those into it
+                got = fault_speeds.finish(faults, LINK, rates, sending, job.down)
+                beyond = beyond | fault_speeds.beyond(faults, got, fetch)
+            after = got
             if drop:  # a result that would arrive after the deadline is dropped there
                 lost = fetch & (got > dl)
                 after = jnp.where(lost, jnp.where(sending < dl, dl, down_free[link]), got)
@@ -220,17 +245,18 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
             got,
             resolve,
         )
-        return (taken, at, head_arrival, head_entry, free, down_free), out
+        return (taken, at, head_arrival, head_entry, free, down_free, beyond), out
 
     taken = jnp.zeros((n, n), jnp.int32)
-    init = (taken, *heads(taken)[:3], state.free, state.down_free)
-    (taken, *_, free, down_free), columns = lax.scan(step, init, None, length=steps)
+    init = (taken, *heads(taken)[:3], state.free, state.down_free, jnp.bool_(False))
+    (taken, *_, free, down_free, beyond), columns = lax.scan(step, init, None, length=steps)
     active, entry, work, start, end, let_go, done, completed, finish, resolve = (a.T for a in columns)
-    served = jnp.where(
-        done & (end <= horizon),
-        work,
-        jnp.where(start < horizon, (jnp.minimum(end, horizon) - start) * caps[:, None], 0.0),
-    )
+    until = jnp.minimum(end, horizon)
+    if faults is None:
+        partial_work = (until - start) * caps[:, None]
+    else:
+        partial_work = fault_speeds.done(faults, SERVER, caps, start, until)
+    served = jnp.where(done & (end <= horizon), work, jnp.where(start < horizon, partial_work, 0.0))
     # the scheduled shares join each ES's ring, in order of service
     n_ready = active.sum(axis=1).astype(jnp.int32)
     at = jnp.where(active, ((state.head + state.size)[:, None] + jnp.arange(steps)) % queue, queue)
@@ -247,7 +273,7 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
     )
     _, arrival, _, left = heads(taken)
     still = left & (arrival <= target)
-    overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still)])
+    overflow = jnp.stack([False, jnp.any(state.size + n_ready > queue), jnp.any(still), beyond])
     return state._replace(
         sent_head=(state.sent_head + taken) % table,
         sent_size=state.sent_size - taken,
@@ -306,7 +332,11 @@ def advance(spec: Spec, env: Env, bs, now, state: EventState, fresh: Shares, ste
     if spec.deadline_policy == "drop":
         deadline = (first.entry // spec.length) * env.slot_length + env.deadline
         in_service = in_service & (deadline > now)
-    done = (now - first.start) * env.capacities
+    faults = faults_of(spec, env)
+    if faults is None:
+        done = (now - first.start) * env.capacities
+    else:
+        done = fault_speeds.done(faults, SERVER, env.capacities, first.start, jnp.full(spec.n_bs, now))
     progress = jnp.where(in_service, jnp.where(done > first.work, first.work, done), 0.0)
     return state._replace(progress=progress)
 

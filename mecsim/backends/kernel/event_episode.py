@@ -21,7 +21,9 @@ from jax import lax
 from ...jaxconfig import jit, x64
 from ...models import slotted
 from ...models.event_model import estimate_params
-from .event import EventState, Shares, close, initial_state, observed, schedule
+from . import fault_speeds
+from .event import OVERFLOWS, EventState, Shares, close, faults_of, initial_state, observed, schedule
+from .fault_speeds import LINK, SERVER
 from .layout import Tasks
 from .scan import PREPARE_KEY, Outputs, task_key
 from .shape import Env, JaxPolicy, KernelContext, KernelTask, SlotView, Spec, context
@@ -32,18 +34,39 @@ def _links(spec: Spec, b):
     return b * n + jnp.arange(n) if spec.link_topology == "pair" else jnp.arange(n)
 
 
-def task_terms(spec: Spec, env: Env, now, current, link_free, b, size, density, result):
-    """The SimPy model's linear estimate (`event_model.linear_terms`): (wait, duration, link waits)."""
-    caps, rates = env.capacities, env.rates
+def seen_speeds(spec: Spec, env: Env, now):
+    """(capacities, rates) the decisions at ``now`` see: with observable faults the current ones (0 while
+    down), else the nominal ones."""
+    faults = faults_of(spec, env)
+    if faults is None or not spec.observable:
+        return env.capacities, env.rates
+    return (
+        env.capacities * fault_speeds.factor_at(faults, SERVER, now),
+        env.rates * fault_speeds.factor_at(faults, LINK, now),
+    )
+
+
+def _per(spec: Spec, amount, speed):
+    """amount / speed; with faults a zero speed (down) gives +inf, as `event_model.linear_terms`."""
+    if not spec.faults:
+        return amount / speed
+    up = speed > 0.0
+    return jnp.where(up, amount / jnp.where(up, speed, 1.0), jnp.inf)
+
+
+def task_terms(spec: Spec, speeds, now, current, link_free, b, size, density, result):
+    """The SimPy model's linear estimate (`event_model.linear_terms`) under ``speeds`` (`seen_speeds`):
+    (wait, duration, link waits)."""
+    caps, rates = speeds
     local = jnp.arange(spec.n_bs) == b
-    es_wait = current / caps
-    compute = size * density / caps
+    es_wait = _per(spec, current, caps)
+    compute = _per(spec, size * density, caps)
     if result is not None:
-        download = result / rates
+        download = jnp.where(result > 0.0, _per(spec, result, rates), 0.0) if spec.faults else result / rates
         compute = compute + (download if spec.variant.local_download else jnp.where(local, 0.0, download))
     link_wait = jnp.maximum(link_free[_links(spec, b)] - now, 0.0)
     wait = jnp.where(local, es_wait, jnp.maximum(link_wait, es_wait))
-    duration = jnp.where(local, compute, compute + size / rates)
+    duration = jnp.where(local, compute, compute + _per(spec, size, rates))
     return wait, duration, jnp.where(local, 0.0, link_wait)
 
 
@@ -61,7 +84,13 @@ def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fra
     links = _links(spec, b)
     link_free = state.link_free[links]
     begin = jnp.maximum(link_free, now)
-    delivery = begin + fractions * x.size / rates
+    faults = faults_of(spec, env)
+    if faults is None:
+        delivery = begin + fractions * x.size / rates
+    else:  # the links into ES i run at its link factor
+        delivery = fault_speeds.finish(faults, LINK, rates, begin, fractions * x.size)
+        past = fault_speeds.beyond(faults, delivery, remote)
+        state = state._replace(overflow=state.overflow.at[3].set(state.overflow[3] | past))
     if spec.deadline_policy == "drop":  # removed from the link at the deadline: it never reaches the ES
         lost = remote & (delivery > deadline)
         after = jnp.where(lost, jnp.where(begin < deadline, deadline, link_free), delivery)
@@ -99,6 +128,7 @@ def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, 
     servers brought to the next slot start. Returns the new state and per entry the `SlotOutputs`."""
     ctx = estimate_context(spec, env)
     now = t * env.slot_length
+    speeds = seen_speeds(spec, env, now)
     backlog = state.backlog
     prepared = None
     if policy.prepare is not None:
@@ -111,7 +141,7 @@ def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, 
         x, row = xs
         current = observed(spec, state, t)
         wait, duration, link_wait = task_terms(
-            spec, env, now, current, state.link_free, x.bs, x.size, x.density, x.result
+            spec, speeds, now, current, state.link_free, x.bs, x.size, x.density, x.result
         )
         task = KernelTask(
             *(x.valid, x.slot, x.pos, x.bs, x.task, x.size, x.density),
@@ -213,45 +243,61 @@ def compiled_episodes(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int]
     return jit(jax.vmap(fn, in_axes=(0, 0 if policy.batched_params else None, 0, 0)))
 
 
-SIZES = (16, 32, 64)
+SIZES = (16, 32, 64, 2)
 """The smallest first sizes of each queue of sent shares and of each ES's ring, and of the shares an ES may
-schedule at one slot start. The ring and the steps start at the slot width at least (rounded up to a power
-of two): a busy ES may be sent a share of every task of a slot. One that overflows is doubled and the call
-run again."""
+schedule at one slot start; and how far fault processes are drawn, in episode horizons. The ring and the
+steps start at the slot width at least (rounded up to a power of two): a busy ES may be sent a share of
+every task of a slot. One that overflows (`event.OVERFLOWS`) is doubled and the call run again."""
 
-_SIZES: dict[Spec, tuple[int, int, int]] = {}  # what last sufficed for a shape: reused, so kernels are too
+_SIZES: dict[
+    Spec, tuple[int, int, int, int]
+] = {}  # what last sufficed for a shape: reused, so kernels are too
 
 
-def first_sizes(spec: Spec) -> tuple[int, int, int]:
+def first_sizes(spec: Spec) -> tuple[int, int, int, int]:
     """The sizes to try first for this shape: those that last sufficed, else from `SIZES` and the width."""
     known = _SIZES.get(spec.with_length(0))
     if known is not None:
         return known
     wide = 1 << max(spec.length - 1, 0).bit_length()
-    table, ring, steps = SIZES
-    return table, max(ring, wide), max(steps, wide)
+    table, ring, steps, reach = SIZES
+    return table, max(ring, wide), max(steps, wide), reach
 
 
 def until_it_fits(spec: Spec, call):
     """``call(sizes) -> (result, overflow flags)`` with the first sizes for this shape, again with the
-    overflowed ones doubled until nothing overflows; returns the result (and remembers the sizes)."""
+    overflowed ones doubled until nothing overflows; returns the result (and remembers the sizes).
+    ``sizes``: the three of `compiled_episodes`, then the fault reach (`with_faults`)."""
     sizes = first_sizes(spec)
     while True:
         result, overflow = call(sizes)
-        full = np.asarray(jax.device_get(overflow)).reshape(-1, 3).any(axis=0)
+        full = np.asarray(jax.device_get(overflow)).reshape(-1, len(OVERFLOWS)).any(axis=0)
         if not full.any():
             _SIZES[spec.with_length(0)] = sizes
             return result
         sizes = tuple(size * 2 if grew else size for size, grew in zip(sizes, full))
 
 
-def run_episodes(spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks):
-    """The replicas' episodes, with queues and rings large enough (host side; returns NumPy outputs)."""
+def with_faults(spec: Spec, env: Env, profiles, horizons, reach: int) -> Env:
+    """``env`` with the replicas' fault realisations (`mecsim.faults.Profile`, one per replica) drawn to
+    ``reach`` times each replica's horizon (s); ``env`` itself without faults."""
+    if not spec.faults:
+        return env
+    untils = [reach * h for h in horizons]
+    return env._replace(profile=fault_speeds.stack(profiles, spec.n_bs, untils))
+
+
+def run_episodes(
+    spec: Spec, policy: JaxPolicy, env: Env, params, keys, tasks: Tasks, profiles=(), horizons=()
+):
+    """The replicas' episodes, with queues and rings large enough (host side; returns NumPy outputs).
+    With faults, ``profiles`` and ``horizons``: each replica's realisation and horizon (`with_faults`)."""
 
     def call(sizes):
+        full = with_faults(spec, env, profiles, horizons, sizes[3])
         with x64():
             out, (backlog, served, overflow) = jax.device_get(
-                compiled_episodes(spec, policy, sizes)(env, params, keys, tasks)
+                compiled_episodes(spec, policy, sizes[:3])(full, params, keys, tasks)
             )
         return (out, backlog, served), overflow
 

@@ -134,6 +134,7 @@ class Env(NamedTuple):
     fail_penalty: Any
     tasks_per_slot: Any  # this replica's N (the compiled shape may be larger: padding task slots)
     speed: Any = None  # faults: (T, 2, B) mean factors of capacities and rates per slot (`mecsim.faults`)
+    profile: Any = None  # faults, event model: the realisation itself (`fault_speeds.FaultSpeeds`)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from ...jaxconfig import x64
 from ...plugins import call_hook
 from ...scheduling import SchedulerError, hook
 from ...tasklog import TaskLog, episode_metrics
-from .. import kernel_runs
 from .event_episode import run_episodes as run_event_episodes
 from .layout import Tasks, compact_flat, compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import Outputs, compiled_episodes, compiled_slots, initial_carry, policy_key, static_policy
@@ -67,20 +66,30 @@ class Replica:
 
 
 def stack_env(replicas: Sequence[Replica]) -> Env:
-    """The replicas' numbers, stacked; with faults, each episode's per-slot speeds too."""
+    """The replicas' numbers, stacked; with faults in the slotted model, each episode's per-slot speeds too."""
     envs = [env_of(r.scenario) for r in replicas]
     numbers = [
-        np.stack([np.asarray(getattr(e, f), float) for e in envs]) for f in Env._fields if f != "speed"
+        np.stack([np.asarray(getattr(e, f), float) for e in envs])
+        for f in Env._fields
+        if f not in ("speed", "profile")
     ]
-    faulty = any(r.scenario.faults.active for r in replicas)
-    return Env(*numbers, speed=np.stack([r.get_speed() for r in replicas]) if faulty else None)
+    # the slotted model's per-slot means; the event model takes the realisation itself (`fault_realisations`)
+    slotted_faults = any(r.scenario.faults.active and r.scenario.model == "slotted" for r in replicas)
+    return Env(*numbers, speed=np.stack([r.get_speed() for r in replicas]) if slotted_faults else None)
+
+
+def fault_realisations(replicas: Sequence[Replica]) -> tuple[list, list[float]]:
+    """Event model: each replica's fault realisation (`mecsim.faults.Profile`) and horizon (s), for
+    `event_episode.with_faults`; empty without faults."""
+    if not any(r.scenario.faults.active for r in replicas):
+        return [], []
+    horizons = [r.scenario.decision_slots * r.scenario.slot_length for r in replicas]
+    return [r.scenario.fault_profile(r.episode, r.stream) for r in replicas], horizons
 
 
 def _check_group(replicas: Sequence[Replica]) -> Spec:
     if not replicas:
         raise ValueError("no replicas to run")
-    if not all(kernel_runs(r.scenario) for r in replicas):
-        raise ValueError("the compiled event model runs without faults (the Python path runs them)")
     return Spec.of_group([r.scenario for r in replicas])
 
 
@@ -177,7 +186,9 @@ def run_batch(
     def process(sim_env: simpy.Environment):
         horizon = first.decision_slots * first.slot_length
         if event:
-            holder["result"] = run_event_episodes(spec, static, envs, policy.params, keys, tasks)
+            holder["result"] = run_event_episodes(
+                spec, static, envs, policy.params, keys, tasks, *fault_realisations(replicas)
+            )
             yield sim_env.timeout(horizon)
             return
         if granularity == "episode":
@@ -241,8 +252,6 @@ class CompiledSimulation:
         group: int = 16,
         granularity: str = "episode",
     ):
-        if not kernel_runs(scenario):
-            raise SchedulerError("the compiled event model runs without faults (the Python path runs them)")
         self.scenario = scenario
         self.scheduler = scheduler
         self.policy = policy if policy is not None else jax_policy_of(scheduler)

@@ -36,12 +36,11 @@ from ...plugins import make_scheduler
 from ...scheduling import SchedulerError, hook
 from ...tables import episode_row, provenance
 from ...tasklog import TaskLog, episode_metrics
-from .. import kernel_runs
 from . import event, event_episode, scan
 from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import initial_carry, policy_key
 from .shape import JaxPolicy, Spec
-from .simulation import Replica, stack_env
+from .simulation import Replica, fault_realisations, stack_env
 
 
 class KernelLearner(Protocol):
@@ -123,7 +122,8 @@ def train_episode(spec: Spec, learner: KernelLearner, env, keys, tasks, grid, st
 def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, tasks, grid, state, counters):
     """`train_episode` on the event model (`event_episode`): per slot the vmapped decisions and servers, the
     learner's feedback at the slot end (`event_episode.slot_feedback`), the transitions and the update.
-    Returns ((make-span, failed, reward) (R, T, W), served (R, B), overflow (R, 3), state, counters)."""
+    Returns ((make-span, failed, reward) (R, T, W), served (R, B), overflow (R, 4), state, counters).
+    ``sizes``: those of `event_episode.compiled_episodes`."""
     slot_step, learn_step = counters
     policy = learner.policy()
     jp = JaxPolicy(policy.decide, None, True, policy.prepare)
@@ -228,10 +228,6 @@ class KernelTrainer:
         if not self.scenarios:
             raise ValueError("KernelTrainer needs at least one replica")
         self.scenario = self.scenarios[0]
-        if not all(kernel_runs(s) for s in self.scenarios):
-            raise SchedulerError(
-                "kernel training runs the event model without faults (the Python path runs them)"
-            )
         try:
             self.spec = Spec.of_group(self.scenarios)  # N: the largest; smaller ones are padded
         except ValueError:
@@ -280,11 +276,12 @@ class KernelTrainer:
                 tasks = compact_nested(trs, sc.decision_slots, spec.length)
                 grid = task_grid(trs)  # (R, slots, B, N, ...)
                 keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
+                replicas = [Replica(s, e) for s in self.scenarios]
                 if base.faults:
-                    env = stack_env([Replica(s, e) for s in self.scenarios])
+                    env = stack_env(replicas)
                 if spec.model == "event":
                     out, served, state, counters = self._event_episode(
-                        spec, env, keys, tasks, grid, state, counters
+                        spec, env, replicas, keys, tasks, grid, state, counters
                     )
                 else:
                     fn = compiled_train_episode(spec, self.learner)
@@ -299,12 +296,15 @@ class KernelTrainer:
         self.episodes_done += episodes
         return [pd.DataFrame(r) for r in rows]
 
-    def _event_episode(self, spec, env, keys, tasks, grid, state, counters):
-        """One event-model episode, run again from ``state`` with larger queues while one overflows."""
+    def _event_episode(self, spec, env, replicas, keys, tasks, grid, state, counters):
+        """One event-model episode, run again from ``state`` with larger queues (or faults drawn further)
+        while one overflows."""
+        profiles, horizons = fault_realisations(replicas)
 
         def call(sizes):
-            fn = compiled_train_episode(spec, self.learner, sizes)
-            out, served, overflow, new_state, new_counters = fn(env, keys, tasks, grid, state, counters)
+            fn = compiled_train_episode(spec, self.learner, sizes[:3])
+            full = event_episode.with_faults(spec, env, profiles, horizons, sizes[3])
+            out, served, overflow, new_state, new_counters = fn(full, keys, tasks, grid, state, counters)
             return (out, served, new_state, new_counters), overflow
 
         return event_episode.until_it_fits(spec, call)
