@@ -281,6 +281,11 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     # every computed cell's wall time is logged; the dry run projects from those measurements
     rates = calibration(tmp_path / "uninterrupted")
     assert set(rates["method"]) == {"local", "random", "optimal"} and rates["cells"].sum() == TINY_CELLS
+    # each line says which engine the cell's episodes ran on, and the rates are kept by it
+    timings = pd.read_csv(tmp_path / "uninterrupted" / "tiny" / "timings.csv").set_index("cell_id")
+    used = reference.groupby("cell_id")["engine_used"].agg(lambda s: "+".join(sorted(s.unique())))
+    assert timings["engine_used"].to_dict() == used.to_dict()
+    assert set(rates["engine"]) == set(used)
     cells = load_experiment(tiny).cells()
     seconds, unknown = estimate(cells, rates)
     assert seconds > 0 and unknown == []
@@ -295,6 +300,18 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
         local.episodes * expected_tasks(local.scenario)
     )
     assert ordering_cost([local], rates.iloc[0:0]) == {local.cell_id: cost(local)}
+    # an "auto" cell is priced at the kernel's rate where the method has one, else at the SimPy path's
+    both = pd.DataFrame(
+        [
+            ("local", local.scenario.model, "python", 2.0, 1),
+            ("local", local.scenario.model, "compiled", 1.0, 1),
+        ],
+        columns=["method", "model", "engine", "s_per_task_episode", "cells"],
+    )
+    work = local.episodes * expected_tasks(local.scenario)
+    assert local.engine == "auto"
+    assert ordering_cost([local], both)[local.cell_id] == pytest.approx(work)
+    assert ordering_cost([local], both.iloc[:1])[local.cell_id] == pytest.approx(2 * work)
 
     # simulate an interruption: one finished part lost, a temporary file of a write in progress left behind
     out = tmp_path / "interrupted"

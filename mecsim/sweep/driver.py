@@ -30,6 +30,7 @@ from .store import (
     append_timing,
     corrupt_parts,
     directory_lock,
+    engines_used,
     finished_cells,
     relabel_parts,
     remove_temp_files,
@@ -305,7 +306,8 @@ def _collect(future: Any, batch: list, done: set[str], out_dir: Path, report: Sw
         if cell.cell_id in done:
             continue  # a resumed batch: this cell's part is already there
         write_part(out_dir, cell, frame)
-        append_timing(out_dir, cell, {**info, "wall_s": info["wall_s"] * cost(cell) / total})
+        share = {**info, "wall_s": info["wall_s"] * cost(cell) / total}
+        append_timing(out_dir, cell, share, engines_used(frame))
         report.computed.append(cell.cell_id)
 
 

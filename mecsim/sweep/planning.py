@@ -167,12 +167,15 @@ def expected_tasks(scenario: Scenario) -> float:
 
 
 def calibration(results_dir: str | Path) -> pd.DataFrame:
-    """Measured seconds per (episode × expected task), per method, model and engine, from every timings.csv."""
+    """Measured seconds per (episode × expected task), per method, model and engine used, from every
+    timings.csv (a line written before ``engine_used`` was recorded counts under its configured engine)."""
     frames = [pd.read_csv(p) for p in Path(results_dir).glob("*/timings.csv")]
     if not frames:
         return pd.DataFrame(columns=["method", "model", "engine", "s_per_task_episode", "cells"])
     t = pd.concat(frames, ignore_index=True)
     t = t[t["expected_tasks_per_episode"] > 0]
+    if "engine_used" in t:
+        t["engine"] = t["engine_used"].fillna(t["engine"])
     t["rate"] = t["wall_s"] / (t["episodes"] * t["expected_tasks_per_episode"])
     return (
         t.groupby(["method", "model", "engine"])["rate"]
@@ -182,13 +185,23 @@ def calibration(results_dir: str | Path) -> pd.DataFrame:
 
 
 def rate_table(rates: pd.DataFrame) -> dict[tuple, float]:
-    """`calibration`'s rates by (method, model, engine)."""
+    """`calibration`'s rates by (method, model, engine used)."""
     return {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+
+
+# the engines a cell of each configured engine may have run on, in the order its rate is looked up
+# ("auto": the kernel wherever the method has a JAX form; "auto" itself: lines of older runs)
+ENGINES_USED = {
+    "auto": ("compiled", "compiled+python", "python", "auto"),
+    "compiled": ("compiled",),
+    "python": ("python",),
+}
 
 
 def measured_cost(cell: Cell, table: dict[tuple, float]) -> float | None:
     """Projected CPU seconds of ``cell`` from measured rates (∝ episodes × expected tasks); None if unmeasured."""
-    rate = table.get((cell.method, cell.scenario.model, cell.engine))
+    rates = (table.get((cell.method, cell.scenario.model, e)) for e in ENGINES_USED[cell.engine])
+    rate = next((r for r in rates if r is not None), None)
     if rate is None:
         return None
     episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)

@@ -131,7 +131,13 @@ def relabel_parts(cells: list[Cell], out_dir: Path) -> tuple[list[str], set[str]
     return changed, commits
 
 
-def append_timing(out_dir: Path, cell: Cell, info: dict[str, Any]) -> None:
+def engines_used(frame: pd.DataFrame) -> str:
+    """The engines a cell's episodes ran on ("compiled", "python", or both joined by "+")."""
+    return "+".join(sorted(frame["engine_used"].dropna().unique()))
+
+
+def append_timing(out_dir: Path, cell: Cell, info: dict[str, Any], engine_used: str) -> None:
+    """One line of ``timings.csv``: the cell, its configured engine and the one its episodes ran on."""
     path = out_dir / "timings.csv"
     s = cell.scenario
     row = {
@@ -149,6 +155,7 @@ def append_timing(out_dir: Path, cell: Cell, info: dict[str, Any]) -> None:
         "wall_s": round(info["wall_s"], 3),
         "where": info["where"],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "engine_used": engine_used,
     }
     header = not path.exists()
     pd.DataFrame([row]).to_csv(path, mode="a", header=header, index=False)
