@@ -20,8 +20,8 @@ physics), scanned over a replica's slots and their tasks and vmapped over replic
   fed by one ES, in its completion order).
 
 Faults (``Env.profile``, `fault_speeds`) change how long work takes: a job's finish, a
-transfer's delivery and the work done by an instant are read off the target's cumulative work
-(the SimPy path steps through the same segments).
+transfer's delivery and the work done by an instant step through the target's segments of
+constant speed, as the SimPy path does.
 
 A queue or ring that would overflow, or a finish past the drawn fault realisation, sets a flag;
 `event_episode.run_episodes` then runs the group again with larger ones, so a result is never
@@ -43,6 +43,7 @@ from .shape import Env, Spec
 
 NO_ENTRY = np.iinfo(np.int32).max
 OVERFLOWS = ("queue", "ring", "steps", "faults")  # what `EventState.overflow` flags, in order
+FAULTS_FLAG = OVERFLOWS.index("faults")
 
 
 def faults_of(spec: Spec, env: Env):
@@ -94,10 +95,8 @@ class EventState(NamedTuple):
     unscheduled: Any  # (T·W,) shares of the task sent and not yet scheduled
     resolved: Any  # (T·W,) when the task's last scheduled share is resolved (done, delivered or dropped)
     dropped_at: Any  # (T·W,) when a share of the task was first dropped at an ES or its download (else +inf)
-    overflow: (
-        Any  # (4,) a queue of sent shares, a ring, the shares scheduled at one slot start were too many;
-    )
-    # a time past the drawn fault realisation
+    overflow: Any  # (4,) too many: sent shares for a queue, shares for a ring, shares at one slot start;
+    # and a finish past the drawn fault realisation (`OVERFLOWS`)
 
 
 def no_shares(*shape: int) -> Shares:

@@ -22,7 +22,17 @@ from ...jaxconfig import jit, x64
 from ...models import slotted
 from ...models.event_model import estimate_params
 from . import fault_speeds
-from .event import OVERFLOWS, EventState, Shares, close, faults_of, initial_state, observed, schedule
+from .event import (
+    FAULTS_FLAG,
+    OVERFLOWS,
+    EventState,
+    Shares,
+    close,
+    faults_of,
+    initial_state,
+    observed,
+    schedule,
+)
 from .fault_speeds import LINK, SERVER
 from .layout import Tasks
 from .scan import PREPARE_KEY, Outputs, task_key
@@ -90,7 +100,9 @@ def commit(spec: Spec, env: Env, now, t, state: EventState, x: Tasks, entry, fra
     else:  # the links into ES i run at its link factor
         delivery = fault_speeds.finish(faults, LINK, rates, begin, fractions * x.size)
         past = fault_speeds.beyond(faults, delivery, remote)
-        state = state._replace(overflow=state.overflow.at[3].set(state.overflow[3] | past))
+        state = state._replace(
+            overflow=state.overflow.at[FAULTS_FLAG].set(state.overflow[FAULTS_FLAG] | past)
+        )
     if spec.deadline_policy == "drop":  # removed from the link at the deadline: it never reaches the ES
         lost = remote & (delivery > deadline)
         after = jnp.where(lost, jnp.where(begin < deadline, deadline, link_free), delivery)
@@ -249,12 +261,11 @@ schedule at one slot start; and how far fault processes are drawn, in episode ho
 steps start at the slot width at least (rounded up to a power of two): a busy ES may be sent a share of
 every task of a slot. One that overflows (`event.OVERFLOWS`) is doubled and the call run again."""
 
-_SIZES: dict[
-    Spec, tuple[int, int, int, int]
-] = {}  # what last sufficed for a shape: reused, so kernels are too
+# what last sufficed for a shape: reused, so kernels are too
+_SIZES: dict[Spec, tuple] = {}
 
 
-def first_sizes(spec: Spec) -> tuple[int, int, int, int]:
+def first_sizes(spec: Spec) -> tuple:
     """The sizes to try first for this shape: those that last sufficed, else from `SIZES` and the width."""
     known = _SIZES.get(spec.with_length(0))
     if known is not None:
@@ -278,7 +289,7 @@ def until_it_fits(spec: Spec, call):
         sizes = tuple(size * 2 if grew else size for size, grew in zip(sizes, full))
 
 
-def with_faults(spec: Spec, env: Env, profiles, horizons, reach: int) -> Env:
+def with_faults(spec: Spec, env: Env, profiles, horizons, reach: float) -> Env:
     """``env`` with the replicas' fault realisations (`mecsim.faults.Profile`, one per replica) drawn to
     ``reach`` times each replica's horizon (s); ``env`` itself without faults."""
     if not spec.faults:
