@@ -274,4 +274,6 @@ def test_plain_python_allocation_equals_the_array_rules(problem):
     for rule in ALLOCATORS:
         got = allocate_members(rule, w.tolist(), d.tolist(), members)
         assert isinstance(got, list) and len(got) == len(w)
-        np.testing.assert_allclose(got, allocate(rule, w, d, mask)[0], rtol=1e-12, atol=1e-15)
+        # a small share is a difference of O(1) levels (cancellation), so its rounding is absolute, at the
+        # scale of the whole task (shares sum to 1)
+        np.testing.assert_allclose(got, allocate(rule, w, d, mask)[0], rtol=1e-12, atol=1e-12)

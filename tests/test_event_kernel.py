@@ -145,14 +145,6 @@ def replay(scenario, trace, subsets, fractions):
     return batch, replica, Simulation(scenario, watch).run_episode(0, trace), watch
 
 
-@EXAMPLES
-@given(scenarios(), st.integers(0, 3))
-def test_explicit_fractions_match_python(scenario, salt):
-    trace, subsets, fractions = random_decisions(scenario, salt)
-    batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
-    assert_same_episode(batch, 0, replica, python, watch)
-
-
 def stressed(**kw) -> Scenario:
     return Scenario(
         **{
@@ -276,9 +268,11 @@ def test_optimal_matches_python_under_faults(scenario):
     check_parity(scenario, lambda sc, e: Watch(sc, OptimalScheduler(sc)), optimal_decide, ties=True)
 
 
+@pytest.mark.parametrize("faults", [False, True], ids=["no-faults", "faults"])
 @EXAMPLES
-@given(faulty_scenarios(), st.integers(0, 3))
-def test_explicit_fractions_match_python_under_faults(scenario, salt):
+@given(data=st.data(), salt=st.integers(0, 3))
+def test_explicit_fractions_match_python(faults, data, salt):
+    scenario = data.draw(faulty_scenarios() if faults else scenarios())
     trace, subsets, fractions = random_decisions(scenario, salt)
     batch, replica, python, watch = replay(scenario, trace, subsets, fractions)
     assert_same_episode(batch, 0, replica, python, watch)
