@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 
 import pytest
 
@@ -12,6 +14,29 @@ def _compilation_cache(tmp_path_factory):
     """Sweep workers started by the tests share one compilation cache, fresh for each test session."""
     os.environ.setdefault("MECSIM_JAX_CACHE", str(tmp_path_factory.mktemp("jax-cache")))
     yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_code():
+    """Release each test module's compiled kernels after it. XLA maps memory regions of its own for every
+    executable; the whole suite's in one process passed the kernel's limit on mappings (vm.max_map_count,
+    65 530 here), and XLA then crashed compiling the next function (a segmentation fault)."""
+    yield
+    if "jax" not in sys.modules:
+        return
+    import jax
+
+    from mecsim.backends.kernel import event_episode, scan, training
+
+    for compiled in (
+        scan.compiled_episodes,
+        scan.compiled_slots,
+        event_episode.compiled_episodes,
+        training.compiled_train_episode,
+    ):
+        compiled.cache_clear()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
