@@ -185,7 +185,9 @@ class Profile:
                 end = breaks[j + 1] if j + 1 < len(breaks) else math.inf
                 rate = speed * factors[j]
                 if rate > 0.0 and t + left / rate <= end:
-                    return t + left / rate
+                    if t + left / rate <= until:
+                        return t + left / rate
+                    break  # past the drawn realisation: a down time may begin there
                 if end > until:
                     break  # the realisation is not drawn this far yet
                 left -= rate * (end - t)

@@ -9,7 +9,7 @@ import pytest
 from mecsim.arrivals import Trace
 from mecsim.config import ConfigError, Scenario, build_scenario
 from mecsim.engine import Simulation
-from mecsim.faults import Profile
+from mecsim.faults import Faults, Profile
 from mecsim.plugins import make_scheduler
 from mecsim.runner import run
 from mecsim.scheduling import Decision, Scheduler
@@ -152,6 +152,25 @@ def test_random_processes_are_reproducible_and_down_as_often_as_their_means_say(
     for d in down:  # unavailability 1/4; about 1000 cycles of 4 s: a 5-sigma band is about +-0.04
         assert abs(d / horizon - 0.25) < 0.04
     assert a.factor_at("server", 0, 0.0) == 1.0  # every target starts up
+
+
+def test_a_finish_does_not_depend_on_how_far_the_faults_were_drawn():
+    """A finish past the drawn realisation is not trusted: the realisation is drawn further first (it once
+    returned a finish inside what was still an undrawn down time)."""
+    faults = Faults(
+        processes=[{"target": "server", "mean_up": 0.12, "mean_down": 0.18}]
+    )  # up 40 % of the time
+    differed = []
+    for seed in range(40):
+        for start, amount in [(0.0, 0.64), (0.3, 1.2), (1.0, 2.0)]:  # 0.3-1 s of service at 2 Gcycles/s
+            fresh, far = Profile(faults, 1, seed, 0), Profile(faults, 1, seed, 0)
+            far.segments("server", 0, 100.0)
+            got, want = (
+                fresh.finish("server", 0, start, amount, 2.0),
+                far.finish("server", 0, start, amount, 2.0),
+            )
+            differed += [(seed, start)] if got != want else []
+    assert differed == []
 
 
 def test_overlapping_faults_multiply():
