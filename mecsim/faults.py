@@ -184,9 +184,10 @@ class Profile:
             while j < len(breaks):
                 end = breaks[j + 1] if j + 1 < len(breaks) else math.inf
                 rate = speed * factors[j]
-                if rate > 0.0 and t + left / rate <= end:
-                    if t + left / rate <= until:
-                        return t + left / rate
+                finish = t + left / rate if rate > 0.0 else math.inf
+                if finish <= end:
+                    if finish <= until:
+                        return finish
                     break  # past the drawn realisation: a down time may begin there
                 if end > until:
                     break  # the realisation is not drawn this far yet

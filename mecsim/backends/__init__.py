@@ -90,8 +90,9 @@ def kernel_batch(engine: str, scenarios: Sequence[Scenario], scheduler_name: str
     """(schedulers, the one JAX policy they share) when the kernel may run these scenarios' episodes
     together, else None (then each runs on its own, through `resolve`).
 
-    They may when the engine is not ``"python"``, all scenarios share the kernel's static shape (`kernel.shape.Spec.of_group`; N may differ), and every
-    scheduler's JAX form is the same function with no params of its own.
+    They may when the engine is not ``"python"``, all scenarios share the kernel's static shape
+    (`kernel.shape.Spec.of_group`; N may differ), and every scheduler's JAX form is the same function
+    with no params of its own.
     """
     check_engine(engine)
     if engine == "python" or not scenarios:

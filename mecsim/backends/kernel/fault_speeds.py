@@ -64,6 +64,13 @@ def _segment(breaks, t):
     return jnp.clip(jnp.searchsorted(breaks, t, side="right") - 1, 0, breaks.shape[0] - 1)
 
 
+def _segment_end(breaks, first, i):
+    """Where the ``i``-th segment from segment ``first`` ends (+inf past the last start), and its index."""
+    k = breaks.shape[0]
+    j = jnp.minimum(first + i, k - 1)
+    return jnp.where(first + i + 1 < k, breaks[jnp.minimum(j + 1, k - 1)], jnp.inf), j
+
+
 def _finish_one(breaks, factor, speed, start, amount):
     """`Profile.finish` of one target (arrays (K,)): through the segments from ``start``'s on."""
     k = breaks.shape[0]
@@ -71,8 +78,7 @@ def _finish_one(breaks, factor, speed, start, amount):
 
     def step(i, carry):
         t, left, found = carry
-        j = jnp.minimum(first + i, k - 1)
-        end = jnp.where(first + i + 1 < k, breaks[jnp.minimum(j + 1, k - 1)], jnp.inf)
+        end, j = _segment_end(breaks, first, i)
         rate = speed * factor[j]
         up = rate > 0.0
         candidate = t + left / jnp.where(up, rate, 1.0)
@@ -91,9 +97,9 @@ def _done_one(breaks, factor, speed, start, now):
 
     def step(i, carry):
         t, total = carry
-        j = jnp.minimum(first + i, k - 1)
         going = t < now
-        end = jnp.minimum(jnp.where(first + i + 1 < k, breaks[jnp.minimum(j + 1, k - 1)], jnp.inf), now)
+        end, j = _segment_end(breaks, first, i)
+        end = jnp.minimum(end, now)
         total = jnp.where(going, total + speed * factor[j] * (end - t), total)
         return jnp.where(going, end, t), total
 
