@@ -277,6 +277,30 @@ def test_replay_samples_with_replacement_from_filled_part_and_wraps_around():
     assert int(buffer.count[0]) == 13
 
 
+
+def test_fast_top_indices_equal_top_k_with_unfilled_rows_and_ties():
+    """The float32 preselection in `replay.top_indices` gives top-k's indices in top-k's order: on
+    uniform scores with unfilled rows (-1, many ties), and on coarse scores full of exact ties."""
+    top_k = jax.jit(lambda s: jax.lax.top_k(s, 64)[1])
+    fast = jax.jit(lambda s: replay.top_indices(s, 64))
+    with x64():
+        for i in range(40):
+            key = jax.random.PRNGKey(i)
+            scores = jax.random.uniform(key, (5, 1000))
+            if i % 2:  # coarse: exact float64 ties, broken by the lower index
+                scores = jnp.round(scores * (10 + i)) / (10 + i)
+            filled = jax.random.randint(jax.random.fold_in(key, 1), (5,), 0, 1001)
+            scores = jnp.where(jnp.arange(1000) < filled[:, None], scores, -1.0)
+            np.testing.assert_array_equal(np.asarray(fast(scores)), np.asarray(top_k(scores)))
+
+
+def test_sampling_without_replacement_draws_distinct_filled_rows():
+    rows = {"s": np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000)}
+    with x64():
+        batch = replay.sample_without_replacement(rows, np.array([1500, 70]), jax.random.PRNGKey(3), 64)
+    drawn = np.asarray(batch["s"])
+    assert len(set(drawn[0].tolist())) == 64  # a full buffer: 64 distinct rows of 1000
+    assert len(set(drawn[1].tolist())) == 64 and drawn[1].max() < 1070  # only the 70 filled rows
 def test_invalid_rows_are_not_stored():
     with x64():
         buffer = jax.jit(replay.add)(
