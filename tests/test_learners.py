@@ -277,7 +277,6 @@ def test_replay_samples_with_replacement_from_filled_part_and_wraps_around():
     assert int(buffer.count[0]) == 13
 
 
-
 def test_fast_top_indices_equal_top_k_with_unfilled_rows_and_ties():
     """The float32 preselection in `replay.top_indices` gives top-k's indices in top-k's order: on
     uniform scores with unfilled rows (-1, many ties), and on coarse scores full of exact ties."""
@@ -301,6 +300,8 @@ def test_sampling_without_replacement_draws_distinct_filled_rows():
     drawn = np.asarray(batch["s"])
     assert len(set(drawn[0].tolist())) == 64  # a full buffer: 64 distinct rows of 1000
     assert len(set(drawn[1].tolist())) == 64 and drawn[1].max() < 1070  # only the 70 filled rows
+
+
 def test_invalid_rows_are_not_stored():
     with x64():
         buffer = jax.jit(replay.add)(
