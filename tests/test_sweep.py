@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -303,15 +304,23 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     # an "auto" cell is priced at the kernel's rate where the method has one, else at the SimPy path's
     both = pd.DataFrame(
         [
-            ("local", local.scenario.model, "python", 2.0, 1),
-            ("local", local.scenario.model, "compiled", 1.0, 1),
+            ("local", local.scenario.model, "python", False, 2.0, 1),
+            ("local", local.scenario.model, "compiled", False, 1.0, 1),
         ],
-        columns=["method", "model", "engine", "s_per_task_episode", "cells"],
+        columns=["method", "model", "engine", "faults", "s_per_task_episode", "cells"],
     )
     work = local.episodes * expected_tasks(local.scenario)
     assert local.engine == "auto"
     assert ordering_cost([local], both)[local.cell_id] == pytest.approx(work)
     assert ordering_cost([local], both.iloc[:1])[local.cell_id] == pytest.approx(2 * work)
+    # a cell with faults is priced from cells with faults only (they cost the kernel several times more)
+    assert not timings["faults"].any()
+    outages = {"processes": [{"target": "server", "mean_up": 8.0, "mean_down": 2.0}]}
+    faulty = dataclasses.replace(local, scenario=local.scenario.replace(faults=outages))
+    assert ordering_cost([faulty], both)[faulty.cell_id] == cost(faulty)
+    with_faults = pd.concat([both, both.iloc[1:].assign(faults=True, s_per_task_episode=5.0)])
+    assert ordering_cost([faulty], with_faults)[faulty.cell_id] == pytest.approx(5 * work)
+    assert ordering_cost([local], with_faults)[local.cell_id] == pytest.approx(work)
 
     # simulate an interruption: one finished part lost, a temporary file of a write in progress left behind
     out = tmp_path / "interrupted"

@@ -167,26 +167,29 @@ def expected_tasks(scenario: Scenario) -> float:
 
 
 def calibration(results_dir: str | Path) -> pd.DataFrame:
-    """Measured seconds per (episode × expected task), per method, model and engine used, from every
-    timings.csv (a line written before ``engine_used`` was recorded counts under its configured engine)."""
+    """Measured seconds per (episode × expected task), per method, model, engine used and whether the
+    scenario had faults (they cost the kernel several times more), from every timings.csv. A line written
+    before ``engine_used`` was recorded counts under its configured engine; one before ``faults`` was, as
+    fault-free."""
     frames = [pd.read_csv(p) for p in Path(results_dir).glob("*/timings.csv")]
     if not frames:
-        return pd.DataFrame(columns=["method", "model", "engine", "s_per_task_episode", "cells"])
+        return pd.DataFrame(columns=["method", "model", "engine", "faults", "s_per_task_episode", "cells"])
     t = pd.concat(frames, ignore_index=True)
     t = t[t["expected_tasks_per_episode"] > 0]
     if "engine_used" in t:
         t["engine"] = t["engine_used"].fillna(t["engine"])
+    t["faults"] = t["faults"].fillna(False).astype(bool) if "faults" in t else False
     t["rate"] = t["wall_s"] / (t["episodes"] * t["expected_tasks_per_episode"])
     return (
-        t.groupby(["method", "model", "engine"])["rate"]
+        t.groupby(["method", "model", "engine", "faults"])["rate"]
         .agg(s_per_task_episode="median", cells="size")
         .reset_index()
     )
 
 
 def rate_table(rates: pd.DataFrame) -> dict[tuple, float]:
-    """`calibration`'s rates by (method, model, engine used)."""
-    return {(r.method, r.model, r.engine): r.s_per_task_episode for r in rates.itertuples()}
+    """`calibration`'s rates by (method, model, engine used, faults)."""
+    return {(r.method, r.model, r.engine, bool(r.faults)): r.s_per_task_episode for r in rates.itertuples()}
 
 
 # the engines a cell of each configured engine may have run on, in the order its rate is looked up
@@ -200,7 +203,8 @@ ENGINES_USED = {
 
 def measured_cost(cell: Cell, table: dict[tuple, float]) -> float | None:
     """Projected CPU seconds of ``cell`` from measured rates (∝ episodes × expected tasks); None if unmeasured."""
-    rates = (table.get((cell.method, cell.scenario.model, e)) for e in ENGINES_USED[cell.engine])
+    faulty = cell.scenario.faults.active
+    rates = (table.get((cell.method, cell.scenario.model, e, faulty)) for e in ENGINES_USED[cell.engine])
     rate = next((r for r in rates if r is not None), None)
     if rate is None:
         return None

@@ -156,6 +156,7 @@ def append_timing(out_dir: Path, cell: Cell, info: dict[str, Any], engine_used: 
         "where": info["where"],
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "engine_used": engine_used,
+        "faults": s.faults.active,
     }
     header = not path.exists()
     pd.DataFrame([row]).to_csv(path, mode="a", header=header, index=False)
