@@ -99,6 +99,24 @@ def client():
         yield c
 
 
+def _thread_affinities() -> list[list[int]]:
+    return [sorted(os.sched_getaffinity(int(tid))) for tid in os.listdir("/proc/self/task")]
+
+
+def test_local_workers_are_pinned_each_to_its_own_core(client):
+    """Every thread of each local worker runs on one core, and the workers on different cores (where
+    there are as many cores as workers)."""
+    cores = sorted(os.sched_getaffinity(0))
+    per_worker = client.run(_thread_affinities)
+    assert len(per_worker) == 2
+    pins = []
+    for threads in per_worker.values():
+        assert {tuple(t) for t in threads} == {tuple(threads[0])} and len(threads[0]) == 1
+        pins.append(threads[0][0])
+    assert set(pins) <= set(cores)
+    assert len(set(pins)) == min(2, len(cores))
+
+
 @pytest.fixture()
 def tiny(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"

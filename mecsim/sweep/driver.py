@@ -1,8 +1,8 @@
 """Running a sweep: the cells that have no part yet, on a Dask cluster, written as they finish.
 
-`run_sweep` runs on a `LocalCluster` with one single-threaded worker process per core, or
-on an existing cluster at ``--scheduler-address`` / ``$MECSIM_DASK_ADDRESS``, and writes
-each finished cell atomically to ``results/<experiment>/part-<cell_id>.parquet``.
+`run_sweep` runs on a `LocalCluster` with one single-threaded worker process per core, each pinned
+to its core, or on an existing cluster at ``--scheduler-address`` / ``$MECSIM_DASK_ADDRESS``, and
+writes each finished cell atomically to ``results/<experiment>/part-<cell_id>.parquet``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .store import (
     set_aside_corrupt_parts,
     write_part,
 )
-from .worker import EVENT_TOPIC, THREAD_ENV, attempt, compute_batch, each
+from .worker import EVENT_TOPIC, THREAD_ENV, PinWorkersToCores, attempt, compute_batch, each
 
 ADDRESS_ENV = "MECSIM_DASK_ADDRESS"
 
@@ -152,6 +152,7 @@ def dask_client(scheduler_address: str | None = None, workers: int | None = None
             ) as cluster,
             Client(cluster) as client,
         ):
+            client.register_plugin(PinWorkersToCores())
             yield client
 
 
