@@ -103,7 +103,7 @@ def top_indices(scores, k: int):
     scores); for float32 it has a fast selection. So: the k + `PRESELECT_MARGIN` largest of the scores
     rounded to float32 (rounding keeps their order, only merging neighbours), then the exact float64
     order among those few (stable: ties by lower index, as top-k). The result is top-k's unless more than
-    `PRESELECT_MARGIN` scores share the float32 value of the k-th largest (uniform scores: about 1e-40
+    `PRESELECT_MARGIN` scores share the float32 value of the k-th largest (uniform scores: below 1e-40
     per draw).
     """
     n = scores.shape[-1]

@@ -5,7 +5,8 @@
 * `planning` — which cells can run here, how they are batched on the kernel, projected cost;
 * `worker` — computing a batch of cells on a Dask worker;
 * `store` — the parts directory: atomic parts, resume, labels, timings, the lock;
-* `driver` — the Dask client and `run_sweep`.
+* `driver` — the Dask client and `run_sweep`;
+* `pinning` — a local cluster's workers pinned each to its own core.
 """
 
 from .cells import Cell, Experiment, cell_hash, load_experiment

@@ -37,7 +37,7 @@ from .store import (
     set_aside_corrupt_parts,
     write_part,
 )
-from .worker import EVENT_TOPIC, THREAD_ENV, PinWorkersToCores, attempt, compute_batch, each
+from .worker import EVENT_TOPIC, THREAD_ENV, attempt, compute_batch, each
 
 ADDRESS_ENV = "MECSIM_DASK_ADDRESS"
 
@@ -131,6 +131,8 @@ def dask_client(scheduler_address: str | None = None, workers: int | None = None
 
     import dask
     from distributed import Client, LocalCluster
+
+    from .pinning import PinWorkersToCores
 
     address = scheduler_address or os.environ.get(ADDRESS_ENV)
     if address:
