@@ -27,7 +27,7 @@ from mecsim.sweep import (
     part_path,
     run_sweep,
 )
-from mecsim.sweep.planning import cost, expected_tasks, ordering_cost
+from mecsim.sweep.planning import cost, expected_tasks, fixed_and_per_task, ordering_cost
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting cell functions below
 
@@ -589,3 +589,40 @@ def test_a_corrupt_part_is_set_aside_and_recomputed(client, tiny: Path, tmp_path
     pd.testing.assert_frame_equal(
         pd.read_parquet(victim).drop(columns=["git_commit"]), good.drop(columns=["git_commit"])
     )
+
+
+def test_calibration_fits_a_fixed_part_and_a_part_per_task(tmp_path):
+    """Seconds per episode = 0.05 + 2e-5 x tasks at three loads: the fit recovers both parts, so a lightly
+    loaded cell is not priced as a tenth of a heavily loaded one; one load alone falls back to proportional."""
+    tasks = [1500.0, 4500.0, 15000.0]
+    lines = [
+        {
+            "cell_id": f"c{i}",
+            "method": "amcoedge",
+            "model": "event",
+            "engine": "auto",
+            "engine_used": "compiled",
+            "faults": False,
+            "episodes": 500,
+            "expected_tasks_per_episode": n,
+            "wall_s": 500 * (0.05 + 2e-5 * n),
+        }
+        for i, n in enumerate(tasks)
+    ]
+    (tmp_path / "x").mkdir()
+    pd.DataFrame(lines).to_csv(tmp_path / "x" / "timings.csv", index=False)
+    rates = calibration(tmp_path)
+    (row,) = rates.itertuples()
+    assert (row.s_per_episode, row.s_per_task_episode, row.cells) == (
+        pytest.approx(0.05),
+        pytest.approx(2e-5),
+        3,
+    )
+    # one load: proportional, at that load's rate
+    assert fixed_and_per_task(pd.Series([4500.0]).to_numpy(), pd.Series([0.14]).to_numpy()) == (
+        0.0,
+        pytest.approx(0.14 / 4500),
+    )
+    # a fit that would need a negative part falls back to proportional too (median rate)
+    a, b = fixed_and_per_task(pd.Series([1000.0, 2000.0]).to_numpy(), pd.Series([0.1, 0.5]).to_numpy())
+    assert a == 0.0 and b == pytest.approx((0.1 / 1000 + 0.5 / 2000) / 2)

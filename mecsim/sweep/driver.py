@@ -87,7 +87,7 @@ def describe_plan(
     echo(
         f"projected: {seconds / 3600:.1f} CPU-hours, about {seconds / n / 3600:.1f} h on {n} worker(s) "
         f"(from {int(rates['cells'].sum()) if len(rates) else 0} measured cells in {results_dir}/*/timings.csv; "
-        f"cost taken as proportional to episodes x expected tasks)"
+        f"cost per episode fitted as a fixed part plus a part per expected task)"
     )
     if unknown:
         kinds = sorted({f"{c.method}/{c.scenario.model}/{c.engine}" for c in unknown})

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..config import Scenario
@@ -166,30 +167,51 @@ def expected_tasks(scenario: Scenario) -> float:
     return scenario.decision_slots * scenario.n_bs * scenario.tasks_per_slot * scenario.arrival_prob
 
 
+def fixed_and_per_task(tasks: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """Seconds per episode as ``a + b·tasks``, fitted by least squares to cells of one group.
+
+    A learner's episode has per-slot work that does not depend on the tasks (its network on every task slot,
+    its transitions, its updates), so cost is not proportional to the tasks: in `paper-event`, pricing by
+    tasks alone misjudged the lightly loaded cells by up to 25 % per method. The fit needs two task levels
+    and must give a, b >= 0; otherwise the cost is taken as proportional (a = 0, b = the median rate)."""
+    if np.unique(tasks).size >= 2:
+        a, b = np.linalg.lstsq(np.column_stack([np.ones_like(tasks), tasks]), seconds, rcond=None)[0]
+        if a >= 0 and b >= 0:
+            return float(a), float(b)
+    return 0.0, float(np.median(seconds / tasks))
+
+
+RATE_COLUMNS = ["method", "model", "engine", "faults", "s_per_episode", "s_per_task_episode", "cells"]
+
+
 def calibration(results_dir: str | Path) -> pd.DataFrame:
-    """Measured seconds per (episode × expected task), per method, model, engine used and whether the
-    scenario had faults (they cost the kernel several times more), from every timings.csv. A line written
-    before ``engine_used`` was recorded counts under its configured engine; one before ``faults`` was, as
-    fault-free."""
+    """Measured seconds per episode, as a fixed part and a part per expected task (`fixed_and_per_task`),
+    per method, model, engine used and whether the scenario had faults (they cost the kernel several times
+    more), from every timings.csv. A line written before ``engine_used`` was recorded counts under its
+    configured engine; one before ``faults`` was, as fault-free."""
     frames = [pd.read_csv(p) for p in Path(results_dir).glob("*/timings.csv")]
     if not frames:
-        return pd.DataFrame(columns=["method", "model", "engine", "faults", "s_per_task_episode", "cells"])
+        return pd.DataFrame(columns=RATE_COLUMNS)
     t = pd.concat(frames, ignore_index=True)
     t = t[t["expected_tasks_per_episode"] > 0]
     if "engine_used" in t:
         t["engine"] = t["engine_used"].fillna(t["engine"])
     t["faults"] = t["faults"].fillna(False).astype(bool) if "faults" in t else False
-    t["rate"] = t["wall_s"] / (t["episodes"] * t["expected_tasks_per_episode"])
-    return (
-        t.groupby(["method", "model", "engine", "faults"])["rate"]
-        .agg(s_per_task_episode="median", cells="size")
-        .reset_index()
-    )
+    rows = []
+    for key, group in t.groupby(["method", "model", "engine", "faults"]):
+        tasks = group["expected_tasks_per_episode"].to_numpy(float)
+        a, b = fixed_and_per_task(tasks, group["wall_s"].to_numpy(float) / group["episodes"].to_numpy(float))
+        rows.append((*key, a, b, len(group)))
+    return pd.DataFrame(rows, columns=RATE_COLUMNS)
 
 
-def rate_table(rates: pd.DataFrame) -> dict[tuple, float]:
-    """`calibration`'s rates by (method, model, engine used, faults)."""
-    return {(r.method, r.model, r.engine, bool(r.faults)): r.s_per_task_episode for r in rates.itertuples()}
+def rate_table(rates: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
+    """`calibration`'s (seconds per episode, per task and episode) by (method, model, engine used, faults)."""
+    fixed = rates["s_per_episode"] if "s_per_episode" in rates else pd.Series(0.0, index=rates.index)
+    return {
+        (r.method, r.model, r.engine, bool(r.faults)): (float(a), r.s_per_task_episode)
+        for r, a in zip(rates.itertuples(), fixed, strict=True)
+    }
 
 
 # the engines a cell of each configured engine may have run on, in the order its rate is looked up
@@ -201,15 +223,17 @@ ENGINES_USED = {
 }
 
 
-def measured_cost(cell: Cell, table: dict[tuple, float]) -> float | None:
-    """Projected CPU seconds of ``cell`` from measured rates (∝ episodes × expected tasks); None if unmeasured."""
+def measured_cost(cell: Cell, table: dict[tuple, tuple[float, float]]) -> float | None:
+    """Projected CPU seconds of ``cell`` from measured rates (episodes × (fixed + per task × expected
+    tasks)); None if unmeasured."""
     faulty = cell.scenario.faults.active
     rates = (table.get((cell.method, cell.scenario.model, e, faulty)) for e in ENGINES_USED[cell.engine])
     rate = next((r for r in rates if r is not None), None)
     if rate is None:
         return None
+    fixed, per_task = rate
     episodes = cell.episodes + (cell.eval_episodes if cell.learner else 0)
-    return rate * episodes * expected_tasks(cell.scenario)
+    return episodes * (fixed + per_task * expected_tasks(cell.scenario))
 
 
 def estimate(cells: list[Cell], rates: pd.DataFrame) -> tuple[float, list[Cell]]:
