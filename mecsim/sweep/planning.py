@@ -170,10 +170,11 @@ def expected_tasks(scenario: Scenario) -> float:
 def fixed_and_per_task(tasks: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
     """Seconds per episode as ``a + b·tasks``, fitted by least squares to cells of one group.
 
-    A learner's episode has per-slot work that does not depend on the tasks (its network on every task slot,
-    its transitions, its updates), so cost is not proportional to the tasks: in `paper-event`, pricing by
-    tasks alone misjudged the lightly loaded cells by up to 25 % per method. The fit needs two task levels
-    and must give a, b >= 0; otherwise the cost is taken as proportional (a = 0, b = the median rate)."""
+    Part of an episode's cost does not depend on the tasks (a learner's network on every task slot, its
+    transitions and updates; a batch's compilation, spread over its episodes), so cost is not proportional
+    to the tasks: over `paper-event`'s cells, pricing in proportion to the tasks missed a method's total by
+    up to 27 %. The fit needs two task levels and must give a, b >= 0; otherwise the cost is taken as
+    proportional (a = 0, b = the median rate)."""
     if np.unique(tasks).size >= 2:
         a, b = np.linalg.lstsq(np.column_stack([np.ones_like(tasks), tasks]), seconds, rcond=None)[0]
         if a >= 0 and b >= 0:
