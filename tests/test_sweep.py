@@ -27,7 +27,7 @@ from mecsim.sweep import (
     part_path,
     run_sweep,
 )
-from mecsim.sweep.planning import cost, expected_tasks, fixed_and_per_task, ordering_cost
+from mecsim.sweep.planning import RATE_COLUMNS, cost, expected_tasks, fixed_and_per_task, ordering_cost
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault-injecting cell functions below
 
@@ -322,10 +322,10 @@ def test_sweep_on_local_cluster_resumes_after_an_interruption(client, tiny: Path
     # an "auto" cell is priced at the kernel's rate where the method has one, else at the SimPy path's
     both = pd.DataFrame(
         [
-            ("local", local.scenario.model, "python", False, 2.0, 1),
-            ("local", local.scenario.model, "compiled", False, 1.0, 1),
+            ("local", local.scenario.model, "python", False, 0.0, 2.0, 1),
+            ("local", local.scenario.model, "compiled", False, 0.0, 1.0, 1),
         ],
-        columns=["method", "model", "engine", "faults", "s_per_task_episode", "cells"],
+        columns=RATE_COLUMNS,
     )
     work = local.episodes * expected_tasks(local.scenario)
     assert local.engine == "auto"

@@ -208,10 +208,9 @@ def calibration(results_dir: str | Path) -> pd.DataFrame:
 
 def rate_table(rates: pd.DataFrame) -> dict[tuple, tuple[float, float]]:
     """`calibration`'s (seconds per episode, per task and episode) by (method, model, engine used, faults)."""
-    fixed = rates["s_per_episode"] if "s_per_episode" in rates else pd.Series(0.0, index=rates.index)
     return {
-        (r.method, r.model, r.engine, bool(r.faults)): (float(a), r.s_per_task_episode)
-        for r, a in zip(rates.itertuples(), fixed, strict=True)
+        (r.method, r.model, r.engine, bool(r.faults)): (r.s_per_episode, r.s_per_task_episode)
+        for r in rates.itertuples()
     }
 
 
