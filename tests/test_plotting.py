@@ -242,3 +242,21 @@ def test_paired_comparison_by_hand():
     # means 1.5 against 2.0: -25 %; per seed -50 % and 0 %: mean -25 %, and two values bound the interval
     assert _paired(rows, "random", 1.5, 2.0) == "-25.0 %; per seed -25.0 % [-50.0, +0.0]"
     assert _paired(rows[rows["seed"] == 0], "random", 1.0, 2.0) == "-50.0 %"  # one seed: no interval
+
+
+def test_paired_sweep_table_by_hand():
+    from mecsim.report.table import paired_sweep_table
+
+    part = pd.DataFrame({
+        "method": ["amcoedge", "amcoedge", "optimal", "optimal"] * 2 + ["amcoedge", "optimal"],
+        "seed": [0, 1, 0, 1] * 2 + [0, 0],
+        "swept_value": [0.1] * 4 + [0.2] * 4 + [0.3] * 2,
+        "makespan": [1.0, 3.0, 2.0, 2.0, 1.1, 1.2, 1.0, 1.0, 1.0, 1.0],
+    })  # fmt: skip
+    lines = paired_sweep_table(part, ["optimal", "amcoedge"], [0.1, 0.2, 0.3])
+    # 0.1: per seed -50 % and +50 %; 0.2: +10 % and +20 %; 0.3: one seed, no interval
+    assert "| AMCoEdge vs | 0.1 | 0.2 | 0.3 |" in lines
+    assert "| optimal | +0.0 [-50.0, +50.0] | +15.0 [+10.0, +20.0] | – |" in lines
+    assert "(1–2 seeds per value)" in lines[0] and "coarse" in lines[0]
+    assert paired_sweep_table(part, ["optimal"], [0.1]) == []  # no AMCoEdge: no table
+    assert paired_sweep_table(part[part["swept_value"] == 0.3], ["optimal", "amcoedge"], [0.3]) == []

@@ -184,7 +184,42 @@ def sweep_tables(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) 
                 ]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines.append("")
+            lines += paired_sweep_table(part, [m for m in exp.methods if m in set(part["method"])], xs)
     return lines
+
+
+FEW_SEEDS = 5  # below this many seeds, a sweep's paired intervals are flagged as coarse
+
+
+def paired_sweep_table(part: pd.DataFrame, methods: list[str], xs: list) -> list[str]:
+    """AMCoEdge against every other method of one sweep, seed by seed at each value (same seed, same
+    traces); nothing when AMCoEdge is not in the sweep or no value has two seeds both ran."""
+    if "amcoedge" not in methods:
+        return []
+    rows, any_paired = [], False
+    for method in [m for m in methods if m != "amcoedge"]:
+        cells = []
+        for x in xs:
+            paired = paired_reduction(part[part["swept_value"] == x], method)
+            any_paired |= paired is not None
+            cells.append("–" if paired is None else f"{paired[0]:+.1f} [{paired[1]:+.1f}, {paired[2]:+.1f}]")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    if not any_paired:
+        return []
+    seeds = part.groupby("swept_value")["seed"].nunique()
+    count = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    # a percentile bootstrap over n seeds has at most C(2n-1, n) distinct resamples (10 for 3 seeds)
+    coarse = " With this few seeds the interval is coarse." if seeds.min() < FEW_SEEDS else ""
+    return [
+        f"AMCoEdge's make-span against each method's, paired by seed ({count} seeds per value): the mean of "
+        "the per-seed differences in % (− = AMCoEdge lower) and its 95 % percentile bootstrap interval."
+        + coarse,
+        "",
+        "| AMCoEdge vs | " + " | ".join(f"{x:g}" for x in xs) + " |",
+        "|---|" + "---|" * len(xs),
+        *rows,
+        "",
+    ]
 
 
 def spread_section(
