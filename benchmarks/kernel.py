@@ -81,6 +81,17 @@ def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float
     return (time.perf_counter() - started) / episodes
 
 
+def python_train_seconds(scenario: Scenario, episodes: int) -> tuple[float, float]:
+    """(seconds for a whole ``episodes``-episode AMCoEdge training run on the SimPy path, after a one-episode
+    warm-up run that compiles the learner's jitted steps; last-50 mean make-span)."""
+    from mecsim.training import train
+
+    train(scenario, "amcoedge", 1, eval_episodes=0, progress=False)
+    started = time.perf_counter()
+    result = train(scenario, "amcoedge", episodes, eval_episodes=0, progress=False)
+    return time.perf_counter() - started, result.online_mean(50)
+
+
 def arguments(description: str) -> argparse.Namespace:
     """The kernel benchmarks' options: --quick, --no-train, --train-episodes."""
     parser = argparse.ArgumentParser(description=description)
