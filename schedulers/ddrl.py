@@ -137,6 +137,9 @@ class SACScheduler(LearnerPlugin, Scheduler):
     learner_class: ClassVar[type[SAC]] = SAC
     subsets: ClassVar[bool] = False
     observation: ClassVar[str] = "dedgeai"
+    # the learner state holds per-task-slot arrays (the latent action memory X[t, b, n]), so replicas
+    # with different N cannot be stacked into one batch (`mecsim.sweep.planning.batch_key`)
+    state_depends_on_tasks_per_slot: ClassVar[bool] = True
 
     def __init__(self, scenario, rng: np.random.Generator | None = None, **options: Any):
         super().__init__(scenario, rng)

@@ -504,6 +504,20 @@ def test_batches_group_only_cells_that_can_share_kernel_calls():
     assert any(len(b) > 1 and b[0].scenario.model == "event" for b in batches)
 
 
+def test_learners_with_a_state_shaped_by_n_batch_only_cells_of_one_n():
+    """ddrl-amsa's latent action memory is (slots, B, N): mixing N in a batch failed to stack the states
+    (a paper-ddrl run lost 39 cells to it), while AMCoEdge's DQN state does not depend on N."""
+    from mecsim.sweep.planning import plan_batches
+
+    cells = load_experiment("paper-ddrl").cells()
+    batches = plan_batches(cells)
+    amsa = [b for b in batches if b[0].method == "ddrl-amsa"]
+    assert amsa and all(len({c.scenario.tasks_per_slot for c in b}) == 1 for b in amsa)
+    assert any(len(b) > 1 for b in amsa)
+    dqn = [b for b in batches if b[0].method == "amcoedge"]
+    assert any(len({c.scenario.tasks_per_slot for c in b}) > 1 for b in dqn)
+
+
 def test_batched_sweep_matches_cells_run_alone_and_resumes_bit_identically(client, tmp_path: Path):
     import numpy as np
 

@@ -117,6 +117,8 @@ def batch_key(cell: Cell) -> tuple | None:
 
     options = json.dumps(cell.options, sort_keys=True, default=str)
     eval_episodes = cell.eval_episodes if cell.learner else 0
+    # N is padded to the group's largest for the simulation, but not inside a learner state shaped by it
+    own_n = getattr(resolve_scheduler(cell.scheduler), "state_depends_on_tasks_per_slot", False)
     return (
         cell.method,
         cell.scheduler,
@@ -127,6 +129,7 @@ def batch_key(cell: Cell) -> tuple | None:
         cell.engine,
         cell.timing,
         replace(Spec.from_scenario(cell.scenario), tasks_per_slot=0, window=0),  # both: the group's largest
+        cell.scenario.tasks_per_slot if own_n else None,
     )
 
 
