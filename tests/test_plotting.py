@@ -226,9 +226,15 @@ def test_plot_writes_every_figure_and_the_table_byte_stably(tmp_path: Path):
     assert "## Spread over seeds" in table
     assert "| slotted, own preset | random | 2 |" in table
 
+    assert "**Partial:**" not in table
     first = {p: p.read_bytes() for p in written if p.suffix in (".svg", ".md")}
     plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
     assert {p: p.read_bytes() for p in first} == first  # the same results give the same files
+
+    cells = exp.cells()
+    part_path(out, cells[0].cell_id).unlink()
+    plot_experiment(exp, results_dir=tmp_path / "results", echo=lambda *_: None)
+    assert f"**Partial:** 1 of {len(cells)} cells have no results yet" in (out / "table.md").read_text()
 
 
 def test_paired_comparison_by_hand():
