@@ -70,17 +70,6 @@ def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[
     return wall, compile_s, last
 
 
-def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float:
-    """Seconds per online training episode on the SimPy path, after a one-episode warm-up (which compiles
-    the learner's jitted steps)."""
-    from mecsim.training import train
-
-    train(scenario, "amcoedge", 1, eval_episodes=0, progress=False)
-    started = time.perf_counter()
-    train(scenario, "amcoedge", episodes, eval_episodes=0, progress=False)
-    return (time.perf_counter() - started) / episodes
-
-
 def python_train_seconds(scenario: Scenario, episodes: int) -> tuple[float, float]:
     """(seconds for a whole ``episodes``-episode AMCoEdge training run on the SimPy path, after a one-episode
     warm-up run that compiles the learner's jitted steps; last-50 mean make-span)."""
@@ -90,6 +79,11 @@ def python_train_seconds(scenario: Scenario, episodes: int) -> tuple[float, floa
     started = time.perf_counter()
     result = train(scenario, "amcoedge", episodes, eval_episodes=0, progress=False)
     return time.perf_counter() - started, result.online_mean(50)
+
+
+def python_train_seconds_per_episode(scenario: Scenario, episodes: int) -> float:
+    """Seconds per online training episode on the SimPy path (`python_train_seconds` over ``episodes``)."""
+    return python_train_seconds(scenario, episodes)[0] / episodes
 
 
 def arguments(description: str) -> argparse.Namespace:

@@ -63,13 +63,7 @@ def plot_experiment(
     if dedgeai.any():
         written += dedgeai_figure(df[dedgeai], exp, figures)
     table = out / "table.md"
-    text = results_table(summary, members, exp)
-    if missing:  # said in the table too, so a committed partial table reads as one
-        title, _, rest = text.partition("\n")
-        text = (
-            f"{title}\n\n**Partial:** {len(missing)} of {len(known)} cells have no results yet; means and "
-            f"intervals are over the finished ones (`mecsim sweep {exp.name}` computes the rest).\n{rest}"
-        )
+    text = results_table(summary, members, exp, missing_cells=len(missing))
     if dedgeai.any():
         text += "\n" + "\n".join(dedgeai_section(df[dedgeai], exp))
     if "ddrl-amsa" in exp.methods:

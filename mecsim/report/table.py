@@ -49,14 +49,27 @@ def _means(rows: pd.DataFrame) -> dict[str, float]:
     return rows.groupby("method")["makespan"].mean().to_dict()
 
 
-def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment) -> str:
+def results_table(
+    summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment, missing_cells: int = 0
+) -> str:
     """``table.md``: the default point in every setting, its spread and the headline claims (when the
-    experiment has a default point), then one table per sweep."""
+    experiment has a default point), then one table per sweep. ``missing_cells``: cells of ``exp`` without
+    results, said under the title so that a committed partial table reads as one."""
+    partial = (
+        [
+            f"**Partial:** {missing_cells} of {members['cell_id'].nunique()} cells have no results yet; means and "
+            f"intervals are over the finished ones (`mecsim sweep {exp.name}` computes the rest).",
+            "",
+        ]
+        if missing_cells
+        else []
+    )
     tagged = default_point(summary, members, exp)
     if tagged.empty:
         lines = [
             f"# {exp.name}: results",
             "",
+            *partial,
             f"{exp.description}. Seeds {sorted(exp.seeds)}; engine `{exp.engine}`.",
             "",
             METRIC_NOTE,
@@ -69,6 +82,7 @@ def results_table(summary: pd.DataFrame, members: pd.DataFrame, exp: Experiment)
     lines = [
         f"# {exp.name}: results at the default point",
         "",
+        *partial,
         f"{exp.description}. Seeds {seeds}; engine `{exp.engine}`. Scenario: "
         + ", ".join(f"{k} = {v}" for k, v in exp.scenario.items())
         + ".",
