@@ -6,6 +6,9 @@ Prints ``name: value`` lines:
 * ``ddrl_amsa_train_<E>ep_s`` — `ddrl-amsa`, E episodes at the AMCoEdge default point, one seed;
 * ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once over that of one seed;
 * ``*_peak_rss_mib`` — the peak resident memory of each run's process;
+* with ``--only noise``: ``<name>_s_per_episode`` with and without the diffusion chains' Gaussian draws
+  (``chain_noise = 0`` draws none), timed in one process in alternating blocks, and
+  ``<name>_chain_noise_share``, one minus the median of the paired ratios: what those draws cost;
 * with ``--reference DIR --reference-python PY`` (a checkout of ChangfuXu/DEdgeAI and a Python that has
   PyTorch): ``reference_lad_ts_cpu_s_per_episode`` of its ``main_lad.py`` run for a few episodes,
   ``lad_ts_cpu_s_per_episode`` of ours, and their ratio. CPU seconds, so that other jobs on the
@@ -13,7 +16,7 @@ Prints ``name: value`` lines:
 
 Each run is its own process (so its peak memory is its own) and includes compilation; the
 first two episodes are timed apart as ``*_compile_s``. Usage:
-``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds|reference] [--reference DIR
+``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds|noise|reference] [--reference DIR
 --reference-python PY --reference-episodes 3]``.
 """
 
@@ -43,6 +46,33 @@ def measure(scheduler: str, preset: str, episodes: int, seeds: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     last = [float(t["mean_makespan"].tail(50).mean()) for t in tables]
     return {"total_s": total, "compile_s": compiled, "peak_rss_mib": peak, "last50": last}
+
+
+def noise_share(scheduler: str, preset: str, rounds: int = 6, block: int = 3) -> dict:
+    """Seconds per training episode with the chains' Gaussian draws and without (``chain_noise = 0``),
+    alternating blocks of ``block`` episodes in one process (this machine's speed drifts by tens of
+    per cent between runs), after 8 warm-up episodes that fill the replay buffers."""
+    import numpy as np
+
+    from mecsim.backends.kernel.training import KernelTrainer
+    from mecsim.config import Scenario
+
+    scenario = Scenario(preset=preset)
+    trainers = {
+        "noise": KernelTrainer(scenario, scheduler, [0]),
+        "no_noise": KernelTrainer(scenario, scheduler, [0], options={"chain_noise": 0.0}),
+    }
+    warmup = 8
+    for trainer in trainers.values():
+        trainer.run(warmup, timing=False)
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for r in range(rounds):
+        for name in list(trainers)[:: 1 if r % 2 == 0 else -1]:
+            started = time.perf_counter()
+            trainers[name].run(block, first_episode=warmup + r * block, timing=False)
+            times[name].append((time.perf_counter() - started) / block)
+    ratios = np.array(times["no_noise"]) / np.array(times["noise"])
+    return {name: float(np.median(t)) for name, t in times.items()} | {"share": 1 - float(np.median(ratios))}
 
 
 def cpu_seconds(who: int) -> float:
@@ -98,7 +128,7 @@ def in_subprocess(scheduler: str, preset: str, episodes: int, seeds: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=500)
-    parser.add_argument("--only", choices=["lad", "amsa", "seeds", "reference"], default=None)
+    parser.add_argument("--only", choices=["lad", "amsa", "seeds", "noise", "reference"], default=None)
     parser.add_argument("--reference", default=None, help="a checkout of ChangfuXu/DEdgeAI")
     parser.add_argument("--reference-python", default=None, help="a Python interpreter with PyTorch")
     parser.add_argument("--reference-episodes", type=int, default=3)
@@ -123,6 +153,16 @@ def main() -> None:
             print(f"ddrl_amsa_8seeds_train_{e}ep_s: {eight['total_s']:.1f}")
             print(f"ddrl_amsa_8seeds_over_1seed: {eight['total_s'] / one['total_s']:.2f}")
             print(f"ddrl_amsa_8seeds_peak_rss_mib: {eight['peak_rss_mib']:.0f}")
+    if args.only == "noise":
+        for name, scheduler, preset in (
+            ("ddrl_amsa", "ddrl-amsa", "amcoedge"),
+            ("lad_ts", "ddrl-ats", "dedgeai"),
+        ):
+            share = noise_share(scheduler, preset)
+            print(f"{name}_s_per_episode: {share['noise']:.3f}")
+            print(f"{name}_no_chain_noise_s_per_episode: {share['no_noise']:.3f}")
+            print(f"{name}_chain_noise_share: {share['share']:.2f}")
+        return
     if args.reference and args.reference_python and args.only in (None, "reference"):
         ref = reference_cpu_per_episode(args.reference, args.reference_python, args.reference_episodes)
         ours = cpu_per_episode("ddrl-ats", "dedgeai", 10)

@@ -38,17 +38,30 @@ def test_fast_chain_equals_the_network_applied_step_by_step():
     params = net.init(jax.random.PRNGKey(0), start, jnp.zeros((7,)), states)["params"]
     schedule = vp_schedule(5)
     key = jax.random.PRNGKey(3)
-    noise = jax.random.normal(key, (4, 7, 6))
-    x = start  # the chain of spec §6.2, written out with the network as a black box
-    for k in reversed(range(5)):
-        eps = net.apply({"params": params}, x, jnp.full((7,), k), states)
-        x0 = schedule.sqrt_recip[k] * x - schedule.sqrt_recipm1[k] * eps
-        x = schedule.coef1[k] * x0 + schedule.coef2[k] * x + (schedule.sigma[k] * noise[k - 1] if k else 0.0)
-    np.testing.assert_allclose(denoise(params, schedule, states, start, key), x, rtol=2e-5, atol=2e-5)
-    # no noise: a deterministic chain whatever the key
+
+    def chain(noise):  # the chain of spec §6.2, written out with the network as a black box
+        x = start
+        for k in reversed(range(5)):
+            eps = net.apply({"params": params}, x, jnp.full((7,), k), states)
+            x0 = schedule.sqrt_recip[k] * x - schedule.sqrt_recipm1[k] * eps
+            x = (
+                schedule.coef1[k] * x0
+                + schedule.coef2[k] * x
+                + (schedule.sigma[k] * noise[k - 1] if k else 0.0)
+            )
+        return x
+
+    noisy = chain(jax.random.normal(key, (4, 7, 6)))
+    np.testing.assert_allclose(denoise(params, schedule, states, start, key), noisy, rtol=2e-5, atol=2e-5)
+    # no noise: the deterministic chain whatever the key, and no random draws at all
     a = denoise(params, schedule, states, start, key, noise_scale=0.0)
     b = denoise(params, schedule, states, start, jax.random.PRNGKey(9), noise_scale=0.0)
     np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, chain(jnp.zeros((4, 7, 6))), rtol=2e-5, atol=2e-5)
+    traced = str(jax.make_jaxpr(lambda k: denoise(params, schedule, states, start, k, noise_scale=0.0))(key))
+    assert "random_bits" not in traced and "threefry" not in traced
+    traced = str(jax.make_jaxpr(lambda k: denoise(params, schedule, states, start, k))(key))
+    assert "random_bits" in traced or "threefry" in traced  # the check above can see a draw
 
 
 SMALL = dict(

@@ -104,7 +104,9 @@ def denoise(params, schedule: Schedule, states, start, key, noise_scale: float =
     shared = states @ k_s + first["bias"]  # (n, H)
     steps = schedule.betas.shape[0]
     embeddings = sinusoidal_embedding(jnp.arange(steps), t_dim) @ k_t  # (I, H)
-    noise = jax.random.normal(key, (steps - 1,) + start.shape, start.dtype)  # none at k = 0
+    # none at k = 0; the deterministic chain draws nothing (the draws are a third of a training episode)
+    noisy = noise_scale != 0
+    noise = jax.random.normal(key, (steps - 1,) + start.shape, start.dtype) if noisy else None
     x = start
     for k in reversed(range(steps)):  # I is small (5): unrolled, each step with its own constants
         h = jax.nn.relu(x @ k_x + shared + embeddings[k])
@@ -116,6 +118,6 @@ def denoise(params, schedule: Schedule, states, start, key, noise_scale: float =
         # Python floats: weakly typed, so the chain stays in the networks' float32
         x0 = float(schedule.sqrt_recip[k]) * x - float(schedule.sqrt_recipm1[k]) * eps
         x = float(schedule.coef1[k]) * x0 + float(schedule.coef2[k]) * x
-        if k > 0:
+        if k > 0 and noisy:
             x = x + (noise_scale * float(schedule.sigma[k])) * noise[k - 1]
     return x
