@@ -8,7 +8,11 @@ The scenario is the AMCoEdge default point in the event model (`experiments/pape
 common preset, FIFO links and servers, deadline kept); the ``event_faults_*`` figures add the heaviest
 server outages of `experiments/faults.toml` (down 30 % of the time, mean down time 2 s). Figures are measured as in `benchmarks/kernel.py`
 (end to end, compilation reported apart, best of several timed calls); ``xR``: R episodes per vmapped
-call. Ratios are between figures of the same run.
+call. Ratios are between figures of the same run. The ``*_over_python`` ratios divide two best-of
+figures, which may come from minutes apart on a machine whose speed drifts; the ``*_paired_*`` ones time
+the SimPy path (2 episodes) and the kernel (one ×64 call) back to back in each of 9 rounds and give the
+median, least and greatest of the per-round ratios, and the ratio of the two sides' rates over all rounds
+(``total``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from kernel import (
     arguments,
     compiled_tasks_per_s,
+    paired_over_python,
     python_tasks_per_s,
     python_train_seconds,
     python_train_seconds_per_episode,
@@ -48,6 +53,8 @@ def main() -> None:
                 figures[f"event_{name}_compiled_x{replicas}_tasks_per_s"]
                 / figures[f"event_{name}_python_tasks_per_s"]
             )
+        for stat, value in paired_over_python(scenario, scheduler, 64, 3 if q else 9).items():
+            figures[f"event_{name}_compiled_x64_over_python_paired_{stat}"] = value
 
     faulty = scenario.replace(
         faults={"processes": [{"target": "server", "mean_up": 4.66667, "mean_down": 2}]}

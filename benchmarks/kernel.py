@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 from mecsim.backends.kernel import CompiledSimulation
@@ -53,6 +54,41 @@ def compiled_tasks_per_s(
         tasks = sum(r.metrics["n_tasks"] for r in results)
         best = max(best, tasks / (time.perf_counter() - started))
     return best, compile_s
+
+
+def paired_over_python(
+    scenario: Scenario, scheduler, replicas: int, rounds: int, python_episodes: int = 2
+) -> dict[str, float]:
+    """The compiled ×``replicas`` rate over the SimPy path's, both timed back to back in each of ``rounds``
+    rounds (in turn first), so that a slow spell of the machine slows both sides of a ratio rather than
+    one figure of it: the median, least and greatest per-round ratio, and the ratio of the two sides'
+    rates over all rounds (``total``: tasks over seconds, as a long run sees them)."""
+    python = Simulation(scenario, scheduler)
+    python.run_episode(0)  # warm-up
+    compiled = CompiledSimulation(scenario, scheduler)
+    compiled.run_episodes(list(range(1000, 1000 + replicas)))  # compiles
+    sums = {"python": [0, 0.0], "compiled": [0, 0.0]}  # tasks, seconds
+
+    def timed(side, r):
+        started = time.perf_counter()
+        if side == "python":
+            episodes = range(1 + r * python_episodes, 1 + (r + 1) * python_episodes)
+            tasks = sum(python.run_episode(e).metrics["n_tasks"] for e in episodes)
+        else:
+            results = compiled.run_episodes(list(range(r * replicas, (r + 1) * replicas)))
+            tasks = sum(x.metrics["n_tasks"] for x in results)
+        seconds = time.perf_counter() - started
+        sums[side][0] += tasks
+        sums[side][1] += seconds
+        return tasks / seconds
+
+    ratios = []
+    for r in range(rounds):
+        order = ("python", "compiled") if r % 2 == 0 else ("compiled", "python")
+        rates = {side: timed(side, r) for side in order}
+        ratios.append(rates["compiled"] / rates["python"])
+    total = (sums["compiled"][0] / sums["compiled"][1]) / (sums["python"][0] / sums["python"][1])
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "total": total}
 
 
 def train_seconds(scenario: Scenario, seeds: list[int], episodes: int) -> tuple[float, float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +312,28 @@ def test_up_twice_then_a_worker_that_never_starts(tmp_path):
     assert "worker ES0 did not start within network.start_timeout_s = 0.2 s" in slow.stderr
     assert "Traceback" not in slow.stderr
     assert _leftovers() == []
+
+
+@pytest.mark.skipif(fabric.available() is not None, reason=f"cgroups unavailable: {fabric.available()}")
+def test_a_cpu_group_busy_for_a_moment_is_still_removed():
+    group = fabric.CGROUP_ROOT / f"mecsim-test-{os.getpid()}"
+    (group / "held").mkdir(parents=True)  # a child group: rmdir answers EBUSY, as for a process still exiting
+    threading.Timer(0.5, (group / "held").rmdir).start()
+    fabric.remove_group(group, timeout_s=10.0)
+    assert not group.exists()
+
+
+@pytest.mark.skipif(fabric.available() is not None, reason=f"cgroups unavailable: {fabric.available()}")
+def test_a_cpu_group_that_stays_busy_is_an_error_naming_it():
+    group = fabric.CGROUP_ROOT / f"mecsim-test-{os.getpid()}"
+    (group / "held").mkdir(parents=True)
+    try:
+        with pytest.raises(PrototypeError, match=f"could not remove the CPU group {group} .*none listed"):
+            fabric.remove_group(group, timeout_s=0.3)
+        assert group.exists()
+    finally:
+        (group / "held").rmdir()
+        group.rmdir()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="as root namespace mode is available")

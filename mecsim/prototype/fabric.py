@@ -24,6 +24,7 @@ tree, recorded processes), so it is safe to call at any time.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -201,10 +202,32 @@ def remove_all() -> list[str]:
         removed.append(f"namespace {ns}")
     if CGROUP.exists():
         for group in sorted(CGROUP.glob("es*")):
-            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
-            kill(pids, grace_s=2.0)
-            group.rmdir()
+            remove_group(group)
             removed.append(f"cgroup {group}")
-        CGROUP.rmdir()
+        remove_group(CGROUP)
         removed.append(f"cgroup {CGROUP}")
     return removed
+
+
+def remove_group(group: Path, timeout_s: float = 10.0) -> None:
+    """Kill the CPU group's processes and remove it, retrying while the kernel says it is busy.
+
+    A killed process can hold its group a moment after it has stopped counting as alive: the
+    leader of a multi-threaded process is a zombie while its other threads are still exiting,
+    and some kernels keep a zombie in its group until it is reaped. ``rmdir`` fails with EBUSY
+    meanwhile; only a group still busy after ``timeout_s`` is an error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        kill([int(p) for p in (group / "cgroup.procs").read_text().split()], grace_s=2.0)
+        try:
+            group.rmdir()
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or time.monotonic() > deadline:
+                left = (group / "cgroup.procs").read_text().split()
+                raise PrototypeError(
+                    f"could not remove the CPU group {group} ({error.strerror}); processes still "
+                    f"in it: {', '.join(left) or 'none listed (exited, not yet reaped by their parent)'}"
+                ) from error
+            time.sleep(0.1)
