@@ -131,8 +131,8 @@ def run_many(
     length share vmapped calls of ``group``. Each table equals that scenario's own `run` (a
     replica's decisions follow its own seed) up to the last bit of rounding, which can differ
     with the vectorisation of a differently composed group (seen: 6e-17 s). Where the kernel
-    does not apply (the event model, a scheduler without a JAX form, ``engine="python"``,
-    scenarios that differ in B, slots, allocation rule or accounting flags; N may differ)
+    does not apply (a scheduler without a JAX form, ``engine="python"``, scenarios that differ
+    in B, slots, delay model, allocation rule or flags; N may differ)
     the scenarios run one by one.
     """
     check_engine(engine)
