@@ -4,7 +4,13 @@ Prints ``name: value`` lines:
 
 * ``lad_ts_train_<E>ep_s`` — LAD-TS (`ddrl-ats`), E online episodes of the DEdgeAI scenario, one seed;
 * ``ddrl_amsa_train_<E>ep_s`` — `ddrl-amsa`, E episodes at the AMCoEdge default point, one seed;
-* ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once over that of one seed;
+* ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once in one process (vmapped) over
+  that of one seed;
+* with ``--only sweep``: ``ddrl_amsa_<k>seed(s)_sweep_train_<E>ep_s``, the same training as cells of a
+  ``mecsim sweep`` on its default local cluster (one pinned worker per core; batches of at most
+  `DDRLAMSAScheduler.sweep_batch_cells` seeds, so 8 seeds run as 4 + 4 on 2 cores), Dask start-up and
+  parquet writes included, and ``ddrl_amsa_8seeds_sweep_over_1seed`` over the faster of the two ways of
+  training one seed (in one process, or as one sweep cell);
 * ``*_peak_rss_mib`` — the peak resident memory of each run's process;
 * with ``--only noise``: ``<name>_s_per_episode`` with and without the diffusion chains' Gaussian draws
   (``chain_noise = 0`` draws none), timed in one process in alternating blocks, and
@@ -16,7 +22,7 @@ Prints ``name: value`` lines:
 
 Each run is its own process (so its peak memory is its own) and includes compilation; the
 first two episodes are timed apart as ``*_compile_s``. Usage:
-``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds|noise|reference] [--reference DIR
+``python benchmarks/ddrl.py [--episodes 500] [--only lad|amsa|seeds|sweep|noise|reference] [--reference DIR
 --reference-python PY --reference-episodes 3]``.
 """
 
@@ -75,6 +81,52 @@ def noise_share(scheduler: str, preset: str, rounds: int = 6, block: int = 3) ->
     return {name: float(np.median(t)) for name, t in times.items()} | {"share": 1 - float(np.median(ratios))}
 
 
+SWEEP_EXPERIMENT = """
+name = "bench-ddrl-amsa"
+[run]
+seeds = {seeds}
+eval_episodes = 0
+[scenario]  # the AMCoEdge default point, as Scenario(preset="amcoedge") in `measure`
+model = "slotted"
+capacities = [10, 20, 30, 40, 50]
+tasks_per_slot = 50
+arrival_prob = 0.3
+deadline = 1.0
+allocation = "cwa"
+[methods.ddrl-amsa]
+episodes = {episodes}
+learner = true
+preset = "amcoedge"
+[[sweep]]
+name = "default"
+presets = ["own"]
+"""
+
+
+def through_sweep(episodes: int, seeds: int) -> dict:
+    """Train ``seeds`` seeds of `ddrl-amsa` as the cells of a sweep on a fresh default local cluster; returns
+    the wall time (cluster start-up included) and the largest worker's peak RSS."""
+    import tempfile
+    from pathlib import Path
+
+    from mecsim.sweep import run_sweep
+    from mecsim.sweep.driver import dask_client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench-ddrl-amsa.toml"
+        path.write_text(SWEEP_EXPERIMENT.format(seeds=list(range(seeds)), episodes=episodes))
+        started = time.perf_counter()
+        with dask_client() as client:
+            report = run_sweep(
+                path, results_dir=Path(tmp) / "results", client=client, progress=False, echo=lambda *_: None
+            )
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        total = time.perf_counter() - started
+    if not report.ok or len(report.computed) != seeds:
+        raise SystemExit(f"the benchmark sweep did not compute its {seeds} cells: {report}")
+    return {"total_s": total, "peak_rss_mib": max(peaks.values()), "workers": len(peaks)}
+
+
 def cpu_seconds(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -128,7 +180,9 @@ def in_subprocess(scheduler: str, preset: str, episodes: int, seeds: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--episodes", type=int, default=500)
-    parser.add_argument("--only", choices=["lad", "amsa", "seeds", "noise", "reference"], default=None)
+    parser.add_argument(
+        "--only", choices=["lad", "amsa", "seeds", "sweep", "noise", "reference"], default=None
+    )
     parser.add_argument("--reference", default=None, help="a checkout of ChangfuXu/DEdgeAI")
     parser.add_argument("--reference-python", default=None, help="a Python interpreter with PyTorch")
     parser.add_argument("--reference-episodes", type=int, default=3)
@@ -142,7 +196,7 @@ def main() -> None:
         print(f"lad_ts_compile_s: {lad['compile_s']:.1f}")
         print(f"lad_ts_peak_rss_mib: {lad['peak_rss_mib']:.0f}")
         print(f"lad_ts_last50_mean_delay_s: {lad['last50'][0]:.3f}")
-    if args.only in (None, "amsa", "seeds"):
+    if args.only in (None, "amsa", "seeds", "sweep"):
         one = in_subprocess("ddrl-amsa", "amcoedge", e, 1)
         print(f"ddrl_amsa_train_{e}ep_s: {one['total_s']:.1f}")
         print(f"ddrl_amsa_compile_s: {one['compile_s']:.1f}")
@@ -153,6 +207,16 @@ def main() -> None:
             print(f"ddrl_amsa_8seeds_train_{e}ep_s: {eight['total_s']:.1f}")
             print(f"ddrl_amsa_8seeds_over_1seed: {eight['total_s'] / one['total_s']:.2f}")
             print(f"ddrl_amsa_8seeds_peak_rss_mib: {eight['peak_rss_mib']:.0f}")
+        if args.only == "sweep":
+            alone = through_sweep(e, 1)
+            print(f"ddrl_amsa_1seed_sweep_train_{e}ep_s: {alone['total_s']:.1f}")
+            eight = through_sweep(e, 8)
+            print(f"ddrl_amsa_8seeds_sweep_train_{e}ep_s: {eight['total_s']:.1f}")
+            print(f"ddrl_amsa_8seeds_sweep_workers: {eight['workers']}")
+            print(f"ddrl_amsa_8seeds_sweep_peak_rss_mib_per_worker: {eight['peak_rss_mib']:.0f}")
+            fastest_one = min(one["total_s"], alone["total_s"])
+            print(f"ddrl_amsa_8seeds_sweep_over_1seed: {eight['total_s'] / fastest_one:.2f}")
+            return
     if args.only == "noise":
         for name, scheduler, preset in (
             ("ddrl_amsa", "ddrl-amsa", "amcoedge"),

@@ -319,6 +319,9 @@ class DDRLAMSAScheduler(SACScheduler):
     config_class = LADConfig
     subsets = True
     observation = "amcoedge"
+    # On one core a seed-episode cost about the same in batches of 2, 4 and 8 (docs/speed.md), so a sweep
+    # splits its seeds over the workers instead of training them all on one (`planning.batch_limit`).
+    sweep_batch_cells: ClassVar[int] = 4
 
 
 class DQNTSScheduler(SACScheduler):

@@ -518,6 +518,35 @@ def test_learners_with_a_state_shaped_by_n_batch_only_cells_of_one_n():
     assert any(len({c.scenario.tasks_per_slot for c in b}) > 1 for b in dqn)
 
 
+def test_a_plugin_can_cap_its_batches_so_seeds_spread_over_the_workers():
+    """ddrl-amsa's cost per seed does not fall with larger batches: its 8 seeds run as two batches of 4 (one
+    per worker of a 2-core machine) and paper's 10 as 4 + 4 + 2; AMCoEdge keeps batches of up to 24."""
+    from mecsim.sweep.planning import BATCH_CELLS, batch_limit, plan_batches
+
+    assert batch_limit("ddrl-amsa") == 4 and batch_limit("amcoedge") == BATCH_CELLS
+    amsa = [b for b in plan_batches(load_experiment("amsa").cells()) if b[0].method == "ddrl-amsa"]
+    assert sorted(len(b) for b in amsa) == [4, 4]
+    paper = plan_batches(load_experiment("paper").cells())
+    assert sorted(len(b) for b in paper if b[0].method == "ddrl-amsa") == [2, 4, 4]
+    assert max(len(b) for b in paper if b[0].method == "amcoedge") > 4
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "4", True])
+def test_a_bad_batch_cap_is_refused_naming_the_plugin(monkeypatch, bad):
+    from mecsim.sweep import planning
+
+    class Capped:
+        sweep_batch_cells = bad
+
+    monkeypatch.setattr(planning, "resolve_scheduler", lambda name: Capped)
+    planning.batch_limit.cache_clear()
+    try:
+        with pytest.raises(SweepError, match=r"'capped': sweep_batch_cells must be a whole number >= 1, got"):
+            planning.batch_limit("capped")
+    finally:
+        planning.batch_limit.cache_clear()
+
+
 def test_batched_sweep_matches_cells_run_alone_and_resumes_bit_identically(client, tmp_path: Path):
     import numpy as np
 

@@ -116,6 +116,19 @@ def state_depends_on_tasks_per_slot(scheduler: str) -> bool:
     return bool(getattr(resolve_scheduler(scheduler), "state_depends_on_tasks_per_slot", False))
 
 
+@cache
+def batch_limit(scheduler: str) -> int:
+    """The most cells of ``scheduler`` one batch may hold: `BATCH_CELLS`, or fewer where the plugin sets
+    ``sweep_batch_cells``. A batch runs on one worker, so a learner whose cost per replica does not fall with
+    the batch's size gains nothing from large batches and leaves the other workers idle."""
+    limit = getattr(resolve_scheduler(scheduler), "sweep_batch_cells", BATCH_CELLS)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise SweepError(
+            f"scheduler {scheduler!r}: sweep_batch_cells must be a whole number >= 1, got {limit!r}"
+        )
+    return min(limit, BATCH_CELLS)
+
+
 def batch_key(cell: Cell) -> tuple | None:
     """Cells with equal keys may share kernel calls (`plan_batches`); None: the cell runs alone."""
     if not on_kernel(cell):
@@ -160,10 +173,11 @@ def plan_batches(
             groups.setdefault(key, []).append(cell)
     for members in groups.values():
         members.sort(key=lambda c: (scan_length(c), c.cell_id))
+        limit = min(max_cells, batch_limit(members[0].scheduler))
         current: list[Cell] = []
         for cell in members:
             if current and (
-                len(current) >= max_cells or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)
+                len(current) >= limit or scan_length(cell) > spread * max(scan_length(current[0]), 1.0)
             ):
                 batches.append(current)
                 current = []
