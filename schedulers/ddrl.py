@@ -140,6 +140,9 @@ class SACScheduler(LearnerPlugin, Scheduler):
     # the learner state holds per-task-slot arrays (the latent action memory X[t, b, n]), so replicas
     # with different N cannot be stacked into one batch (`mecsim.sweep.planning.batch_key`)
     state_depends_on_tasks_per_slot: ClassVar[bool] = True
+    # On one core a seed-episode costs no less in batches of 8 than of 4 (docs/ddrl.md#speed), so a sweep
+    # splits the seeds over its workers rather than training them all on one (`planning.batch_limit`).
+    sweep_batch_cells: ClassVar[int] = 4
 
     def __init__(self, scenario, rng: np.random.Generator | None = None, **options: Any):
         super().__init__(scenario, rng)
@@ -319,9 +322,6 @@ class DDRLAMSAScheduler(SACScheduler):
     config_class = LADConfig
     subsets = True
     observation = "amcoedge"
-    # On one core a seed-episode cost about the same in batches of 2, 4 and 8 (docs/speed.md), so a sweep
-    # splits its seeds over the workers instead of training them all on one (`planning.batch_limit`).
-    sweep_batch_cells: ClassVar[int] = 4
 
 
 class DQNTSScheduler(SACScheduler):

@@ -519,11 +519,14 @@ def test_learners_with_a_state_shaped_by_n_batch_only_cells_of_one_n():
 
 
 def test_a_plugin_can_cap_its_batches_so_seeds_spread_over_the_workers():
-    """ddrl-amsa's cost per seed does not fall with larger batches: its 8 seeds run as two batches of 4 (one
+    """The SAC family's cost per seed does not fall with larger batches: 8 seeds run as two batches of 4 (one
     per worker of a 2-core machine) and paper's 10 as 4 + 4 + 2; AMCoEdge keeps batches of up to 24."""
     from mecsim.sweep.planning import BATCH_CELLS, batch_limit, plan_batches
 
     assert batch_limit("ddrl-amsa") == 4 and batch_limit("amcoedge") == BATCH_CELLS
+    dedgeai = plan_batches(load_experiment("dedgeai").cells())
+    learners = {"ddrl-ats", "d2sac-ts", "sac-ts", "dqn-ts"}
+    assert sorted(len(b) for b in dedgeai if b[0].method in learners) == [4] * 8
     amsa = [b for b in plan_batches(load_experiment("amsa").cells()) if b[0].method == "ddrl-amsa"]
     assert sorted(len(b) for b in amsa) == [4, 4]
     paper = plan_batches(load_experiment("paper").cells())
