@@ -6,11 +6,11 @@ Prints ``name: value`` lines:
 * ``ddrl_amsa_train_<E>ep_s`` — `ddrl-amsa`, E episodes at the AMCoEdge default point, one seed;
 * ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once in one process (vmapped) over
   that of one seed;
-* with ``--only sweep``: ``ddrl_amsa_<k>seed(s)_sweep_train_<E>ep_s``, the same training as cells of a
-  ``mecsim sweep`` on its default local cluster (one pinned worker per core; batches of at most
-  `DDRLAMSAScheduler.sweep_batch_cells` seeds, so 8 seeds run as 4 + 4 on 2 cores), Dask start-up and
-  parquet writes included, and ``ddrl_amsa_8seeds_sweep_over_1seed`` over the faster of the two ways of
-  training one seed (in one process, or as one sweep cell);
+* ``ddrl_amsa_1seed_sweep_train_<E>ep_s`` and ``ddrl_amsa_8seeds_sweep_train_<E>ep_s`` (alone: ``--only
+  sweep``): the same training as the cells of a ``mecsim sweep`` on its default local cluster (one pinned
+  worker per core; batches of at most ``sweep_batch_cells`` seeds, so 8 seeds run as 4 + 4 on 2 cores), Dask
+  start-up and parquet writes included; ``ddrl_amsa_8seeds_sweep_over_1seed`` divides the 8 seeds' time by
+  the faster of the two ways of training one seed (in one process, or as a sweep's only cell);
 * ``*_peak_rss_mib`` — the peak resident memory of each run's process;
 * with ``--only noise``: ``<name>_s_per_episode`` with and without the diffusion chains' Gaussian draws
   (``chain_noise = 0`` draws none), timed in one process in alternating blocks, and
@@ -207,7 +207,7 @@ def main() -> None:
             print(f"ddrl_amsa_8seeds_train_{e}ep_s: {eight['total_s']:.1f}")
             print(f"ddrl_amsa_8seeds_over_1seed: {eight['total_s'] / one['total_s']:.2f}")
             print(f"ddrl_amsa_8seeds_peak_rss_mib: {eight['peak_rss_mib']:.0f}")
-        if args.only == "sweep":
+        if args.only in (None, "sweep"):
             alone = through_sweep(e, 1)
             print(f"ddrl_amsa_1seed_sweep_train_{e}ep_s: {alone['total_s']:.1f}")
             eight = through_sweep(e, 8)
@@ -216,7 +216,6 @@ def main() -> None:
             print(f"ddrl_amsa_8seeds_sweep_peak_rss_mib_per_worker: {eight['peak_rss_mib']:.0f}")
             fastest_one = min(one["total_s"], alone["total_s"])
             print(f"ddrl_amsa_8seeds_sweep_over_1seed: {eight['total_s'] / fastest_one:.2f}")
-            return
     if args.only == "noise":
         for name, scheduler, preset in (
             ("ddrl_amsa", "ddrl-amsa", "amcoedge"),
