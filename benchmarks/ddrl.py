@@ -81,24 +81,18 @@ def noise_share(scheduler: str, preset: str, rounds: int = 6, block: int = 3) ->
     return {name: float(np.median(t)) for name, t in times.items()} | {"share": 1 - float(np.median(ratios))}
 
 
+# `paper`'s default point and `ddrl-amsa` method (the scenario `measure` builds), with these seeds and episodes
 SWEEP_EXPERIMENT = """
+extends = "{paper}"
 name = "bench-ddrl-amsa"
 [run]
 seeds = {seeds}
 eval_episodes = 0
-[scenario]  # the AMCoEdge default point, as Scenario(preset="amcoedge") in `measure`
-model = "slotted"
-capacities = [10, 20, 30, 40, 50]
-tasks_per_slot = 50
-arrival_prob = 0.3
-deadline = 1.0
-allocation = "cwa"
 [methods.ddrl-amsa]
 episodes = {episodes}
-learner = true
-preset = "amcoedge"
 [[sweep]]
 name = "default"
+methods = ["ddrl-amsa"]
 presets = ["own"]
 """
 
@@ -114,7 +108,8 @@ def through_sweep(episodes: int, seeds: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench-ddrl-amsa.toml"
-        path.write_text(SWEEP_EXPERIMENT.format(seeds=list(range(seeds)), episodes=episodes))
+        paper = Path(__file__).resolve().parents[1] / "experiments" / "paper.toml"
+        path.write_text(SWEEP_EXPERIMENT.format(paper=paper, seeds=list(range(seeds)), episodes=episodes))
         started = time.perf_counter()
         with dask_client() as client:
             report = run_sweep(

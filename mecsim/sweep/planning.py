@@ -118,15 +118,16 @@ def state_depends_on_tasks_per_slot(scheduler: str) -> bool:
 
 @cache
 def batch_limit(scheduler: str) -> int:
-    """The most cells of ``scheduler`` one batch may hold: `BATCH_CELLS`, or fewer where the plugin sets
-    ``sweep_batch_cells``. A batch runs on one worker, so a learner whose cost per replica does not fall with
-    the batch's size gains nothing from large batches and leaves the other workers idle."""
+    """The most cells of ``scheduler`` one batch may hold: the plugin's ``sweep_batch_cells``, else
+    `BATCH_CELLS` (`plan_batches` keeps to the smaller of this and its ``max_cells``). A batch runs on one
+    worker, so a learner whose cost per replica does not fall with the batch's size gains nothing from large
+    batches and leaves the other workers idle."""
     limit = getattr(resolve_scheduler(scheduler), "sweep_batch_cells", BATCH_CELLS)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise SweepError(
             f"scheduler {scheduler!r}: sweep_batch_cells must be a whole number >= 1, got {limit!r}"
         )
-    return min(limit, BATCH_CELLS)
+    return limit
 
 
 def batch_key(cell: Cell) -> tuple | None:
