@@ -184,6 +184,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.only == "reference" and not (args.reference and args.reference_python):
         parser.error("--only reference needs --reference DIR and --reference-python PY")
+    if args.episodes <= WARMUP:
+        parser.error(
+            f"--episodes must be more than the {WARMUP} compiled warm-up episodes, got {args.episodes}"
+        )
     e = args.episodes
     if args.only in (None, "lad"):
         lad = in_subprocess("ddrl-ats", "dedgeai", e, 1)
