@@ -20,7 +20,7 @@ from parity import Watch, random_decisions
 
 from mecsim.arrivals import Trace
 from mecsim.backends import kernel, resolve
-from mecsim.backends.kernel import event_episode
+from mecsim.backends.kernel import event, event_episode
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
 from mecsim.plugins import make_scheduler
@@ -197,6 +197,54 @@ def test_hand_computed_overtaking():
     # local: 0.5 -> 1.3 (latency 0.8); remote: arrives 1.0, waits until 1.3, done 2.1 (latency 2.1)
     np.testing.assert_allclose(got.latency, [2.1, 0.8], rtol=0, atol=1e-12)
     np.testing.assert_allclose(python.log.latency, [2.1, 0.8], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("replicas", [3, event.LOOP_UP_TO + 8], ids=["loop", "branch"])
+def test_first_steps_skips_only_after_the_busiest_replica(replicas):
+    """Each replica's steps after its own count change nothing; those after the largest count are skipped
+    (outputs 0), the others run as in a full scan, on both of `first_steps`' ways."""
+    length = 7
+    counts = jnp.asarray(np.random.default_rng(replicas).integers(0, 5, replicas))
+    xs = jnp.arange(1.0, replicas * length + 1).reshape(replicas, length)
+
+    def run(first):
+        def replica(x, count):
+            def step(carry, kx):
+                k, value = kx
+                carry = carry + jnp.where(k < count, value, 0.0)
+                return carry, (carry, k)
+
+            return first(step, 0.0, (jnp.arange(length), x), count, length)
+
+        return jax.vmap(replica, axis_name=event.REPLICAS)(xs, counts)
+
+    carry, (sums, ks) = run(event.first_steps)
+    full_carry, (full_sums, full_ks) = run(lambda step, init, xs, count, n: jax.lax.scan(step, init, xs))
+    np.testing.assert_array_equal(carry, full_carry)
+    ran = np.arange(length) < int(counts.max())
+    np.testing.assert_array_equal(sums[:, ran], full_sums[:, ran])
+    np.testing.assert_array_equal(ks[:, ran], full_ks[:, ran])
+    assert not np.asarray(sums[:, ~ran]).any() and not np.asarray(ks[:, ~ran]).any()
+    assert counts.max() < length  # some steps were skipped
+
+
+def test_many_replicas_match_groups_and_python():
+    """Over `event.LOOP_UP_TO` replicas in one call, the kernel scans and branches past the idle steps; the
+    outcomes are those of the same replicas in small groups (which loop) and of the SimPy path."""
+    scenario = stressed(deadline_policy="drop", arrival_prob=0.7, rates=(30.0, 40.0, 50.0))
+    policy = kernel.JaxPolicy(optimal_decide)
+    replicas = [kernel.Replica(scenario, e) for e in range(event.LOOP_UP_TO + 4)]
+    together = kernel.run_batch(replicas, policy, length=WIDTH)
+    for start in range(0, len(replicas), 12):
+        group = replicas[start : start + 12]
+        apart = kernel.run_batch(group, policy, length=WIDTH)
+        for i, rep in enumerate(group):
+            got, want = together.task_log(start + i, rep), apart.task_log(i, rep)
+            np.testing.assert_array_equal(got.latency, want.latency)
+            np.testing.assert_array_equal(got.fractions, want.fractions)
+    for i in (0, len(replicas) - 1):
+        python = Simulation(scenario, OptimalScheduler(scenario)).run_episode(replicas[i].episode)
+        assert_same_episode(together, i, replicas[i], python)
 
 
 def test_full_job_tables_are_grown_not_truncated(monkeypatch):

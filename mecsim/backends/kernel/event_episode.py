@@ -3,7 +3,8 @@
 Each slot's tasks are decided in order with the SimPy model's observation (`task_terms`) and
 committed (`commit`: links fixed at once, shares queued for their ES); then the servers advance
 to the next slot start (`event.close`). ``lax.scan`` runs the slots of a replica, ``vmap`` the
-replicas. The learner's feedback at each slot end (`slot_feedback`) is the SimPy model's: true
+replicas (axis `event.REPLICAS`); a slot's decisions stop after the last task of the busiest replica
+(`event.first_steps`: the padding after it is skipped). The learner's feedback at each slot end (`slot_feedback`) is the SimPy model's: true
 outcomes of tasks already resolved, estimates for the others.
 """
 
@@ -25,10 +26,12 @@ from . import fault_speeds
 from .event import (
     FAULTS_FLAG,
     OVERFLOWS,
+    REPLICAS,
     EventState,
     Shares,
     close,
     faults_of,
+    first_steps,
     initial_state,
     observed,
     schedule,
@@ -171,7 +174,10 @@ def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, 
         out = Outputs(zero, jnp.bool_(False), zero, subset, fractions, aux)
         return state, (SlotOutputs(out, lost, estimate), shares)
 
-    state, (outputs, shares) = lax.scan(body, state, (slot_tasks, prepared))
+    width = slot_tasks.valid.shape[0]
+    tasks = jnp.max(jnp.where(slot_tasks.valid, jnp.arange(width) + 1, 0))  # the rest is padding
+    state, (outputs, shares) = first_steps(body, state, (slot_tasks, prepared), tasks, width)
+    shares = shares._replace(entry=jnp.where(jnp.arange(width)[:, None] < tasks, shares.entry, -1))
     sent = (shares.entry >= 0).sum(axis=1).astype(jnp.int32)  # (W,) shares each task has sent
     state = state._replace(unscheduled=lax.dynamic_update_slice(state.unscheduled, sent, (t * spec.length,)))
     fresh = jax.tree.map(lambda a: a.T, shares)  # (W, B) -> (B, W)
@@ -252,7 +258,7 @@ def episode(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int], env: Env
 def compiled_episodes(spec: Spec, policy: JaxPolicy, sizes: tuple[int, int, int]):
     """Jitted ``(env, params, keys, tasks) -> (outputs, (backlog, served, overflow))``, vmapped over replicas."""
     fn = partial(episode, spec, policy, sizes)
-    return jit(jax.vmap(fn, in_axes=(0, 0 if policy.batched_params else None, 0, 0)))
+    return jit(jax.vmap(fn, in_axes=(0, 0 if policy.batched_params else None, 0, 0), axis_name=REPLICAS))
 
 
 SIZES = (16, 32, 64, 2)

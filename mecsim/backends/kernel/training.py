@@ -144,7 +144,7 @@ def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, ta
             latency, failed, reward = event_episode.slot_feedback(spec, env_r, new, t, outputs)
             return new, outputs, outputs.out._replace(span=latency, failed=failed, reward=reward)
 
-        new_sim, outputs, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0, 0))(
+        new_sim, outputs, out = jax.vmap(one, in_axes=(0, axes, 0, 0, 0, 0), axis_name=event.REPLICAS)(
             env, params, keys, sim, slot_tasks, bs
         )
         learned = learn_slot(learner, env, grid, t, state, out, slot_tasks, sim.backlog, new_sim.backlog)
@@ -160,7 +160,7 @@ def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, ta
         sim_r = event_episode.flush(spec, env_r, bs_r, sim_r, sizes)
         return event_episode.outcomes(spec, env_r, sim_r, tasks_r, out_r, lost_r), sim_r
 
-    out, sim = jax.vmap(finish)(env, sim, tasks, bs, out, lost)
+    out, sim = jax.vmap(finish, axis_name=event.REPLICAS)(env, sim, tasks, bs, out, lost)
     return (out.span, out.failed, out.reward), sim.served, sim.overflow, state, (slot_step, learn_step)
 
 
