@@ -282,7 +282,8 @@ def schedule(spec: Spec, env: Env, bs, target, state: EventState, steps: int) ->
 
     taken = jnp.zeros((n, n), jnp.int32)
     init = (taken, *heads(taken)[:3], state.free, state.down_free, jnp.bool_(False))
-    # as many steps as the ES with most shares arrived by then (each queue is in order of arrival)
+    # as many steps as the ES with most shares arrived by then: the merge takes no other (and, each queue
+    # being in order of arrival, takes them all)
     queued = (jnp.arange(table) - state.sent_head[:, :, None]) % table < state.sent_size[:, :, None]
     arrived = (queued & (state.sent.arrival <= target)).sum(axis=(1, 2)).max()
     (taken, *_, free, down_free, beyond), columns = first_steps(step, init, None, arrived, steps)

@@ -4,8 +4,8 @@ Each slot's tasks are decided in order with the SimPy model's observation (`task
 committed (`commit`: links fixed at once, shares queued for their ES); then the servers advance
 to the next slot start (`event.close`). ``lax.scan`` runs the slots of a replica, ``vmap`` the
 replicas (axis `event.REPLICAS`); a slot's decisions stop after the last task of the busiest replica
-(`event.first_steps`: the padding after it is skipped). The learner's feedback at each slot end (`slot_feedback`) is the SimPy model's: true
-outcomes of tasks already resolved, estimates for the others.
+(`event.first_steps`: the padding after it is skipped). The learner's feedback at each slot end
+(`slot_feedback`) is the SimPy model's: true outcomes of tasks already resolved, estimates for the others.
 """
 
 from __future__ import annotations
@@ -177,7 +177,8 @@ def slot_step(spec: Spec, policy: JaxPolicy, steps: int, env: Env, params, key, 
     width = slot_tasks.valid.shape[0]
     tasks = jnp.max(jnp.where(slot_tasks.valid, jnp.arange(width) + 1, 0))  # the rest is padding
     state, (outputs, shares) = first_steps(body, state, (slot_tasks, prepared), tasks, width)
-    shares = shares._replace(entry=jnp.where(jnp.arange(width)[:, None] < tasks, shares.entry, -1))
+    # padding sends no share (a skipped step's entry is 0, not the -1 of "no share")
+    shares = shares._replace(entry=jnp.where(slot_tasks.valid[:, None], shares.entry, -1))
     sent = (shares.entry >= 0).sum(axis=1).astype(jnp.int32)  # (W,) shares each task has sent
     state = state._replace(unscheduled=lax.dynamic_update_slice(state.unscheduled, sent, (t * spec.length,)))
     fresh = jax.tree.map(lambda a: a.T, shares)  # (W, B) -> (B, W)
