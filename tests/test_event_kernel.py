@@ -391,6 +391,32 @@ def test_kernel_training_takes_the_python_paths_steps(policy):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-9)
 
 
+def test_kernel_training_reruns_an_overflowing_episode_from_its_start(monkeypatch):
+    """Started from tables of one job, training episodes overflow and run again with larger ones, from the
+    learner state before the episode (not after the overflowed try): the same curves, state and counters
+    as with tables large enough from the start."""
+    from mecsim.backends.kernel.training import KernelTrainer
+
+    scenario = stressed(arrival_prob=0.5, rates=(30.0, 40.0, 50.0), slots=8, seed=4)
+    options = dict(learn_start=5, learn_every=2, replace_target_iter=3, memory_size=40)
+
+    def trained(sizes):
+        monkeypatch.setattr(event_episode, "SIZES", sizes)
+        monkeypatch.setattr(event_episode, "_SIZES", {})
+        trainer = KernelTrainer(scenario, "amcoedge", [4, 5], options)
+        return trainer, trainer.run(3, timing=False)
+
+    roomy, roomy_tables = trained(event_episode.SIZES)
+    tight, tight_tables = trained((1, 1, 1, 2))
+    ((table, *_),) = event_episode._SIZES.values()
+    assert table > 1  # the tight run did overflow and grow
+    for got, want in zip(tight_tables, roomy_tables):
+        np.testing.assert_array_equal(got["mean_makespan"], want["mean_makespan"])
+    assert tight.counters == roomy.counters
+    for got, want in zip(jax.tree.leaves(tight.state), jax.tree.leaves(roomy.state)):
+        np.testing.assert_array_equal(got, want)
+
+
 DEDGEAI_SMALL = dict(
     preset="dedgeai", n_bs=4, capacities=(10.0, 20.0, 15.0, 30.0), rates=(400.0, 450.0, 420.0, 480.0),
     tasks_per_slot=6, slots=8, model="event",

@@ -286,14 +286,24 @@ def until_it_fits(spec: Spec, call):
     """``call(sizes) -> (result, overflow flags)`` with the first sizes for this shape, again with the
     overflowed ones doubled until nothing overflows; returns the result (and remembers the sizes).
     ``sizes``: the three of `compiled_episodes`, then the fault reach (`with_faults`)."""
+    return settle(spec, call, *attempt(spec, call))
+
+
+def attempt(spec: Spec, call) -> tuple:
+    """The first try of `until_it_fits`, dispatched and not waited for: ``(sizes, result, overflow)``."""
     sizes = first_sizes(spec)
+    return (sizes, *call(sizes))
+
+
+def settle(spec: Spec, call, sizes: tuple, result, overflow):
+    """Wait for a try (`attempt`) and finish `until_it_fits` from it."""
     while True:
-        result, overflow = call(sizes)
         full = np.asarray(jax.device_get(overflow)).reshape(-1, len(OVERFLOWS)).any(axis=0)
         if not full.any():
             _SIZES[spec.with_length(0)] = sizes
             return result
         sizes = tuple(size * 2 if grew else size for size, grew in zip(sizes, full))
+        result, overflow = call(sizes)
 
 
 def with_faults(spec: Spec, env: Env, profiles, horizons, reach: float) -> Env:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import lru_cache, partial
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +197,17 @@ def _stack(trees):
     return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
+class _EpisodeInputs(NamedTuple):
+    """One training episode's kernel inputs, prepared on the host while the previous episode runs."""
+
+    spec: Spec
+    env: Any
+    replicas: list
+    keys: np.ndarray
+    tasks: Any
+    grid: Any
+
+
 class KernelTrainer:
     """Online training of one scheduler per replica, all replicas in one compiled call per episode.
 
@@ -253,42 +264,29 @@ class KernelTrainer:
         self.counters = (np.int64(first.slot_step), np.int64(first.learn_step))
         self.episodes_done = 0
         self.wall_time = 0.0
+        self._env = None  # the replicas' environment (without faults, the same every episode)
 
     def run(self, episodes: int, first_episode: int = 0, timing: bool = True) -> list[pd.DataFrame]:
         """Train ``episodes`` online episodes; returns one per-episode table per replica (phase ``online``).
 
-        Episode e+1 is dispatched before episode e's metrics are computed, so host and kernel overlap.
+        While episode e runs, the host records episode e-1's metrics and prepares episode e+1's inputs;
+        only then does it wait for e (the event model must see e's overflow flags before going on).
         """
-        sc = self.scenario
         started = self._last = time.perf_counter()
-        env = stack_env([Replica(s, 0) for s in self.scenarios])  # faults: per episode, below
-        base = self.spec
         rows: list[list[dict]] = [[] for _ in self.scenarios]
         pending = None
-        task_grid = getattr(self.learner, "grid", size_grid)
+        end = first_episode + episodes
         with x64():
             state, counters = jax.device_put((self.state, self.counters))
-            for e in range(first_episode, first_episode + episodes):
-                trs = [pad_trace(episode_trace(s, s.seed, e), base.tasks_per_slot) for s in self.scenarios]
-                needed = max(max(int(slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
-                expected = max(expected_length(s, "nested") for s in self.scenarios)
-                spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
-                tasks = compact_nested(trs, sc.decision_slots, spec.length)
-                grid = task_grid(trs)  # (R, slots, B, N, ...)
-                keys = np.stack([policy_key(seed, e) for seed in self.learner_seeds])
-                replicas = [Replica(s, e) for s in self.scenarios]
-                if base.faults:
-                    env = stack_env(replicas)
-                if spec.model == "event":
-                    out, served, state, counters = self._event_episode(
-                        spec, env, replicas, keys, tasks, grid, state, counters
-                    )
-                else:
-                    fn = compiled_train_episode(spec, self.learner)
-                    out, served, _, state, counters = fn(env, keys, tasks, grid, state, counters)
+            ready = self._inputs(first_episode) if episodes > 0 else None
+            for e in range(first_episode, end):
+                inputs = ready
+                finish = self._dispatch(inputs, state, counters)
                 if pending is not None:
                     self._record(rows, *pending, timing)
-                pending = (e, tasks, out, served)
+                ready = self._inputs(e + 1) if e + 1 < end else None
+                out, served, state, counters = finish()
+                pending = (e, inputs.tasks, out, served)
             if pending is not None:
                 self._record(rows, *pending, timing)
             self.state, self.counters = jax.device_get((state, counters))
@@ -296,10 +294,36 @@ class KernelTrainer:
         self.episodes_done += episodes
         return [pd.DataFrame(r) for r in rows]
 
-    def _event_episode(self, spec, env, replicas, keys, tasks, grid, state, counters):
-        """One event-model episode, run again from ``state`` with larger queues (or faults drawn further)
-        while one overflows."""
-        profiles, horizons = fault_realisations(replicas)
+    def _inputs(self, episode: int) -> _EpisodeInputs:
+        """Episode ``episode``'s kernel inputs, built on the host (traces, compaction, keys, environment)."""
+        sc, base = self.scenario, self.spec
+        trs = [pad_trace(episode_trace(s, s.seed, episode), base.tasks_per_slot) for s in self.scenarios]
+        needed = max(max(int(slot_counts(tr, sc.decision_slots).max(initial=0)), 1) for tr in trs)
+        expected = max(expected_length(s, "nested") for s in self.scenarios)
+        spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
+        replicas = [Replica(s, episode) for s in self.scenarios]
+        if self._env is None or base.faults:  # faults: drawn per episode
+            self._env = stack_env(replicas if base.faults else [Replica(s, 0) for s in self.scenarios])
+        return _EpisodeInputs(
+            spec=spec,
+            env=self._env,
+            replicas=replicas,
+            keys=np.stack([policy_key(seed, episode) for seed in self.learner_seeds]),
+            tasks=compact_nested(trs, sc.decision_slots, spec.length),
+            grid=getattr(self.learner, "grid", size_grid)(trs),  # (R, slots, B, N, ...)
+        )
+
+    def _dispatch(self, inputs: _EpisodeInputs, state, counters):
+        """Start one episode without waiting for it; returns the function that waits and gives
+        ``(out, served, state, counters)``. The event model's episode is run again from ``state`` with
+        larger queues (or faults drawn further) while one overflows."""
+        spec, env, keys, tasks, grid = inputs.spec, inputs.env, inputs.keys, inputs.tasks, inputs.grid
+        if spec.model != "event":
+            out, served, _, state, counters = compiled_train_episode(spec, self.learner)(
+                env, keys, tasks, grid, state, counters
+            )
+            return lambda: (out, served, state, counters)
+        profiles, horizons = fault_realisations(inputs.replicas)
 
         def call(sizes):
             fn = compiled_train_episode(spec, self.learner, sizes[:3])
@@ -307,7 +331,8 @@ class KernelTrainer:
             out, served, overflow, new_state, new_counters = fn(full, keys, tasks, grid, state, counters)
             return (out, served, new_state, new_counters), overflow
 
-        return event_episode.until_it_fits(spec, call)
+        first = event_episode.attempt(spec, call)
+        return lambda: event_episode.settle(spec, call, *first)
 
     def _record(self, rows, episode, tasks, out, served, timing):
         (span, failed, reward), served = jax.device_get((out, served))
