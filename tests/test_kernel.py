@@ -402,3 +402,17 @@ def test_checkpoint_runs_on_the_kernel(tmp_path):
     python, _ = run(scenario, "amcoedge", 2, engine="python", **kw)
     compiled, _ = run(scenario, "amcoedge", 2, engine="compiled", **kw)
     np.testing.assert_allclose(compiled["mean_makespan"], python["mean_makespan"], rtol=0, atol=TOL)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.one_of(st.sampled_from([0, 1, 2**31 - 1, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1)))
+def test_policy_keys_are_jax_keys_computed_on_the_host(seed):
+    """`raw_key` (no JAX call, so it does not wait for a compiled call in flight) gives JAX's own key data."""
+    from mecsim.backends.kernel.scan import raw_key
+    from mecsim.jaxconfig import x64
+
+    got = raw_key(seed)
+    for mode in (jax.enable_x64(False), x64()):
+        with mode:
+            want = np.asarray(jax.random.key_data(jax.random.PRNGKey(seed)))
+        assert got.dtype == want.dtype and np.array_equal(got, want)

@@ -169,4 +169,15 @@ def policy_key(seed: int, episode: int, stream: str = "arrivals") -> np.ndarray:
     """Raw PRNG key data of a policy for one episode: from the seed's scheduler stream and the episode
     (and the arrival stream's name, when it is not the default one)."""
     index = (episode,) if stream == "arrivals" else (episode, zlib.crc32(stream.encode()) & 0x7FFFFFFF)
-    return np.asarray(jax.random.key_data(jax.random.PRNGKey(stream_seed(seed, "scheduler", *index))))
+    return raw_key(stream_seed(seed, "scheduler", *index))
+
+
+def raw_key(seed: int) -> np.ndarray:
+    """``jax.random.key_data(jax.random.PRNGKey(seed))`` for a 32-bit ``seed``, computed on the host.
+
+    A JAX call here would wait for the compiled call in flight (the CPU device runs them in order), so the
+    host could not prepare the next episode while the current one runs. JAX's threefry key of a seed
+    below 2**32 is the pair (high word 0, the seed); other generators go through JAX."""
+    if jax.config.jax_default_prng_impl != "threefry2x32" or not 0 <= seed < 1 << 32:
+        return np.asarray(jax.random.key_data(jax.random.PRNGKey(seed)))
+    return np.array([0, seed], dtype=np.uint32)
