@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import lru_cache, partial
+from functools import cached_property, lru_cache, partial
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -264,7 +264,6 @@ class KernelTrainer:
         self.counters = (np.int64(first.slot_step), np.int64(first.learn_step))
         self.episodes_done = 0
         self.wall_time = 0.0
-        self._env = None  # the replicas' environment (without faults, the same every episode)
 
     def run(self, episodes: int, first_episode: int = 0, timing: bool = True) -> list[pd.DataFrame]:
         """Train ``episodes`` online episodes; returns one per-episode table per replica (phase ``online``).
@@ -302,16 +301,19 @@ class KernelTrainer:
         expected = max(expected_length(s, "nested") for s in self.scenarios)
         spec = base.with_length(pick_length(("train", base, len(trs)), needed, 8, 1.5, expected))
         replicas = [Replica(s, episode) for s in self.scenarios]
-        if self._env is None or base.faults:  # faults: drawn per episode
-            self._env = stack_env(replicas if base.faults else [Replica(s, 0) for s in self.scenarios])
         return _EpisodeInputs(
             spec=spec,
-            env=self._env,
+            env=stack_env(replicas) if base.faults else self._fault_free_env,  # faults: drawn per episode
             replicas=replicas,
             keys=np.stack([policy_key(seed, episode) for seed in self.learner_seeds]),
             tasks=compact_nested(trs, sc.decision_slots, spec.length),
             grid=getattr(self.learner, "grid", size_grid)(trs),  # (R, slots, B, N, ...)
         )
+
+    @cached_property
+    def _fault_free_env(self):
+        """The replicas' environment without faults: the same every episode."""
+        return stack_env([Replica(s, 0) for s in self.scenarios])
 
     def _dispatch(self, inputs: _EpisodeInputs, state, counters):
         """Start one episode without waiting for it; returns the function that waits and gives
