@@ -416,3 +416,35 @@ def test_policy_keys_are_jax_keys_computed_on_the_host(seed):
         with mode:
             want = np.asarray(jax.random.key_data(jax.random.PRNGKey(seed)))
         assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_compiler_options_keep_what_this_xla_knows_and_drop_the_rest(monkeypatch):
+    """An option this XLA does not know is dropped alone (the others stay); the options compile a scan that
+    updates a carried buffer in one branch of a cond (the learners' pattern) to the same values."""
+    from mecsim import jaxconfig
+
+    known = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    jaxconfig.compiler_options.cache_clear()
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(jaxconfig, "COMPILER_OPTIONS", {**known, "xla_no_such_option": 1})
+            assert jaxconfig.compiler_options() == (known if jax.default_backend() == "cpu" else {})
+    finally:  # later compilations get the package's options again
+        jaxconfig.compiler_options.cache_clear()
+    if jax.default_backend() == "cpu":
+        assert jaxconfig.compiler_options() == jaxconfig.COMPILER_OPTIONS
+
+    from jax import lax
+
+    def run(buffer, rows):
+        def step(buf, row):
+            written = lax.cond(row[0] > 0, lambda b: b.at[row[1].astype(int) % 7].set(row), lambda b: b, buf)
+            return written, written.sum()
+
+        return lax.scan(step, buffer, rows)
+
+    rows = jax.random.normal(jax.random.PRNGKey(3), (50, 4)) * 5
+    plain = jax.jit(run)(jnp.zeros((7, 4)), rows)
+    tuned = jaxconfig.jit(run)(jnp.zeros((7, 4)), rows)
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(tuned)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
