@@ -18,6 +18,7 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax import lax
 from parity import Watch, random_decisions
 
 from mecsim.arrivals import episode_trace
@@ -433,8 +434,6 @@ def test_compiler_options_keep_what_this_xla_knows_and_drop_the_rest(monkeypatch
         jaxconfig.compiler_options.cache_clear()
     if jax.default_backend() == "cpu":
         assert jaxconfig.compiler_options() == jaxconfig.COMPILER_OPTIONS
-
-    from jax import lax
 
     def run(buffer, rows):
         def step(buf, row):
