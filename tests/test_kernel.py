@@ -365,6 +365,43 @@ def test_dqn_greedy_decisions_match_python(name, options):
     assert sched.jax_policy() is None  # learning needs the Python hooks (or the kernel trainer)
 
 
+def test_equal_policies_of_different_schedulers_share_one_compiled_kernel():
+    """A bound method compares its owner by identity; the kernel compares a policy's methods by their
+    owner's value, so the schedulers of different seeds (a sweep's cells) reuse one compiled kernel, each
+    with its own networks (params are arguments, not constants of the kernel)."""
+    from mecsim.backends.kernel import scan
+    from schedulers.dqn import DQNPolicy
+
+    scenario = learner_scenario()
+    schedulers = [make_scheduler("amcoedge", scenario.replace(seed=s)) for s in (4, 5)]
+    for sched in schedulers:
+        sched.train(False)
+    first, second = (scan.static_policy(s.jax_policy()) for s in schedulers)
+    assert first == second and hash(first) == hash(second)
+    exploring = DQNPolicy(schedulers[1].dqn, explore=True)
+    assert scan.static_policy(kernel.JaxPolicy(exploring.decide, prepare=exploring.prepare)) != second
+
+    class Unhashable:
+        __hash__ = None
+
+        def decide(self, *args):
+            raise AssertionError("not called")
+
+    owner = Unhashable()
+    assert scan.static_policy(kernel.JaxPolicy(owner.decide)).decide == owner.decide  # kept as it is
+
+    scan.compiled_episodes.cache_clear()
+    replicas = [kernel.Replica(scenario.replace(seed=5), e) for e in (0, 1)]
+    batches = [kernel.run_batch(replicas, s.jax_policy()) for s in schedulers]
+    info = scan.compiled_episodes.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    for i, rep in enumerate(replicas):  # the second scheduler's own decisions, through the shared kernel
+        log, _, backlog = python_episode(rep.scenario, schedulers[1], rep.episode)
+        assert_logs_match(batches[1].task_log(i, rep), log)
+        np.testing.assert_allclose(batches[1].backlog[i], backlog, rtol=0, atol=TOL)
+    assert not np.array_equal(batches[0].outputs.subset, batches[1].outputs.subset)  # other networks
+
+
 def _python_training(scenario, name, options, episodes):
     from mecsim.streams import stream
 

@@ -79,3 +79,37 @@ def test_replicas_of_different_size_train_together_as_they_train_alone():
             _assert_tables_close(table, run(sc, name, 3, engine="compiled", progress=False, timing=False)[0])
     with pytest.raises(SchedulerError, match="must share B"):
         train_many([TINY, Scenario(seed=1)], "amcoedge", 1, eval_episodes=0, engine="compiled")
+
+
+def test_the_last_smaller_call_runs_on_the_kernel_compiled_for_the_others():
+    """run_scenarios fills a last, smaller group up with copies: one compiled kernel for 4 + 4 + 1 replicas,
+    and every replica's metrics as its own run gives them (the copies' outputs dropped)."""
+    import numpy as np
+    import pandas as pd
+    from jax import monitoring
+
+    from mecsim.backends.kernel import scan
+    from mecsim.backends.kernel.simulation import run_scenarios
+    from mecsim.runner import run
+
+    scenarios = [TINY.replace(seed=s) for s in range(3)]
+    policy = make_scheduler("optimal", TINY).jax_policy()
+    scan.compiled_episodes.cache_clear()
+    compiled = []
+
+    def count(event, seconds, fun_name="", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and "episode_flat" in fun_name:
+            compiled.append(fun_name)
+
+    monitoring.register_event_duration_secs_listener(count)
+    try:
+        results = run_scenarios(scenarios, 3, policy, group=4)
+    finally:
+        monitoring.unregister_event_duration_listener(count)
+    assert len(compiled) == 1
+    assert sorted(results) == [(i, e) for i in range(3) for e in range(3)]
+    for i, sc in enumerate(scenarios):
+        alone = run(sc, "optimal", 3, engine="compiled", progress=False, timing=False)[0]
+        got = pd.DataFrame([results[i, e][0] for e in range(3)])
+        np.testing.assert_allclose(got["mean_makespan"], alone["mean_makespan"], rtol=0, atol=1e-12)
+        assert got["n_tasks"].tolist() == alone["n_tasks"].tolist()

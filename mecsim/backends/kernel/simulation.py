@@ -314,13 +314,17 @@ def run_scenarios(scenarios: Sequence[Scenario], episodes: int, policy: JaxPolic
     """Episodes 0..episodes-1 of every scenario on the kernel: {(scenario index, episode): (metrics, wall share)}.
 
     Every (scenario, episode) pair is a replica; replicas of similar length share vmapped calls of ``group``.
+    A last, smaller call is filled up with copies of its last replica (whose outputs are dropped): it then
+    runs on the kernel compiled for the others, rather than compiling one of its own (seconds, against a
+    few episodes' work).
     """
     replicas = [(i, Replica(sc, e)) for i, sc in enumerate(scenarios) for e in range(episodes)]
     replicas.sort(key=lambda item: expected_length(item[1].scenario, "flat"))  # similar lengths share a call
     out: dict[tuple[int, int], tuple[dict, float]] = {}
     for start in range(0, len(replicas), group):
         chunk = replicas[start : start + group]
-        batch = run_batch([rep for _, rep in chunk], policy)
+        filler = [chunk[-1][1]] * (group - len(chunk) if len(replicas) > group else 0)
+        batch = run_batch([rep for _, rep in chunk] + filler, policy)
         share = batch.wall_time / len(chunk)
         for j, (i, rep) in enumerate(chunk):
             out[i, rep.episode] = (batch.metrics(j, rep), share)
