@@ -154,7 +154,7 @@ class MethodOf:
 def by_value(fn: Callable | None) -> Callable | None:
     """``fn``, or a `MethodOf` where it is a method bound to a hashable instance (compared by value)."""
     owner = getattr(fn, "__self__", None)
-    if owner is None or isinstance(owner, type) or not callable(fn):
+    if owner is None or isinstance(owner, type):
         return fn
     try:
         hash(owner)
