@@ -10,7 +10,8 @@ results there (so every cell is computed), and runs the commands with an empty J
 The wall time includes the `.venv` bootstrap (pip, from the package registry or its local cache) and the
 figures. Peak memory is sampled every half second over the whole process tree (the driver, the Dask
 workers and their children): the largest sum, and the largest single process. The clone is removed
-afterwards unless ``--keep``.
+afterwards unless ``--keep``. The machine's speed on a fixed workload (`machine_speed`) is printed before
+the run (``*_before``) and after it (``*_after``): compare runs of different days through it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import psutil
+from machine_speed import measure, print_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +80,7 @@ def main() -> int:
     if not (ROOT / "experiments" / f"{args.experiment}.toml").is_file():
         parser.error(f"--experiment {args.experiment!r}: no experiments/{args.experiment}.toml")
 
+    speed_before = measure()
     clone = Path(tempfile.mkdtemp(prefix="mecsim-fresh-"))
     log = open(args.log, "w") if args.log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
@@ -111,6 +114,8 @@ def main() -> int:
     print(f"sweep_{name}_peak_rss_tree_gb: {peak_sum / 2**30:.2f}")
     print(f"sweep_{name}_peak_rss_one_process_gb: {peak_one / 2**30:.2f}")
     print(f"cpu_count: {os.cpu_count()}")
+    print_figures(speed_before, "_before")
+    print_figures(measure(), "_after")
     return 0
 
 
