@@ -20,6 +20,8 @@ import statistics
 import time
 from functools import partial
 
+from machine_speed import print_figures
+
 from mecsim.backends.kernel import CompiledSimulation
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
@@ -141,8 +143,7 @@ def start_figures() -> dict[str, float]:
 def report(figures: dict[str, float]) -> None:
     """Print the figures as ``name: value`` lines, after the load average at the end."""
     figures["load_average_1min_end"] = os.getloadavg()[0]
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+    print_figures(figures)
 
 
 def main() -> None:

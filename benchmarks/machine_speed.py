@@ -68,6 +68,7 @@ def measure() -> dict[str, float]:
 
 
 def print_figures(figures: dict[str, float], suffix: str = "") -> None:
+    """Print ``name: value`` lines (three decimals below 100, none above), as every benchmark here does."""
     for name, value in figures.items():
         print(f"{name}{suffix}: {value:.3f}" if value < 100 else f"{name}{suffix}: {value:.0f}", flush=True)
 

@@ -10,6 +10,7 @@ import argparse
 import time
 
 import simpy
+from machine_speed import print_figures
 
 from mecsim.config import Scenario
 from mecsim.engine import Simulation
@@ -61,8 +62,7 @@ def main() -> None:
     figures["optimal_slotted_over_reference"] = (
         figures["optimal_slotted_tasks_per_s"] / REFERENCE_OPTIMAL_TASKS_PER_S
     )
-    for name, value in figures.items():
-        print(f"{name}: {value:.3f}" if value < 100 else f"{name}: {value:.0f}")
+    print_figures(figures)
 
 
 if __name__ == "__main__":
