@@ -15,7 +15,6 @@ Prints ``name: value`` lines. Usage: ``python benchmarks/machine_speed.py``.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -37,10 +36,11 @@ def python_loop_seconds() -> float:
 
 def amcoedge_episode_seconds() -> list[float]:
     """Run in the child: the timed episodes' seconds."""
+    from mecsim.sweep.pinning import pin_to_core
     from mecsim.sweep.worker import limit_threads
 
     limit_threads()  # before JAX initialises
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_to_core(0)
     from mecsim.backends.kernel.training import KernelTrainer
     from mecsim.config import Scenario
 
