@@ -62,3 +62,44 @@ def jit(fn, **kwargs):
 def x64():
     """Context in which compiled functions are traced and called (float64), leaving JAX's global default alone."""
     return jax.enable_x64(True)
+
+
+CPU_DEVICES_ENV = "MECSIM_CPU_DEVICES"
+"""How many CPU devices JAX exposes in a process that imports mecsim (default: one per core the process
+may use); the kernel splits a training call's replicas over them (`mecsim.backends.kernel.devices`)."""
+
+
+def configure_cpu_devices() -> int | None:
+    """Expose one JAX CPU device per usable core, or $MECSIM_CPU_DEVICES of them; returns the number set.
+
+    Only while JAX's backends have not started (the count is fixed then), and not where the process
+    chose it itself ($JAX_NUM_CPU_DEVICES, or XLA's ``--xla_force_host_platform_device_count``): None.
+    """
+    from jax._src import xla_bridge
+
+    count = requested_cpu_devices()
+    chosen = "JAX_NUM_CPU_DEVICES" in os.environ or "xla_force_host_platform_device_count" in os.environ.get(
+        "XLA_FLAGS", ""
+    )
+    if chosen or xla_bridge.backends_are_initialized():
+        return None
+    jax.config.update("jax_num_cpu_devices", count)
+    return count
+
+
+def requested_cpu_devices() -> int:
+    """$MECSIM_CPU_DEVICES, or the number of cores this process may use; `ConfigError` if it is not valid."""
+    from .config import ConfigError
+
+    raw = os.environ.get(CPU_DEVICES_ENV)
+    if raw is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if raw.strip().isdigit() and int(raw) >= 1:
+        return int(raw)
+    raise ConfigError(f"${CPU_DEVICES_ENV} = {raw!r}: must be a whole number >= 1 (CPU devices per process)")
+
+
+try:  # at import, before anything starts JAX's backends; a bad value is reported where devices are used
+    configure_cpu_devices()
+except ValueError:
+    pass

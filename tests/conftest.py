@@ -8,6 +8,10 @@ import sys
 
 import pytest
 
+# Two JAX CPU devices on any machine (mecsim exposes one per core by default), so that the tests that split
+# a training call's replicas over devices run everywhere; set before anything imports mecsim or starts JAX.
+os.environ.setdefault("MECSIM_CPU_DEVICES", "2")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _compilation_cache(tmp_path_factory):

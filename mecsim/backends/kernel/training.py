@@ -37,6 +37,7 @@ from ...scheduling import SchedulerError, hook
 from ...tables import episode_row, provenance
 from ...tasklog import TaskLog, episode_metrics
 from . import event, event_episode, scan
+from .devices import joined, on_devices, replica_devices
 from .layout import compact_nested, expected_length, pad_trace, pick_length, slot_counts
 from .scan import initial_carry, policy_key
 from .shape import JaxPolicy, Spec
@@ -164,18 +165,31 @@ def train_event_episode(spec: Spec, learner: KernelLearner, sizes, env, keys, ta
     return (out.span, out.failed, out.reward), sim.served, sim.overflow, state, (slot_step, learn_step)
 
 
+# which of (env, keys, tasks, grid, state, counters) all replicas share: the counters
+SHARED_IN = (False,) * 5 + (True,)
+
+
 @lru_cache(maxsize=16)
-def compiled_train_episode(spec: Spec, learner: KernelLearner, sizes: tuple | None = None):
+def compiled_train_episode(spec: Spec, learner: KernelLearner, sizes: tuple | None = None, devices: int = 1):
     """Jitted training episode returning only what the metrics need: (make-span, failed, reward), served
-    work, the event model's overflow flags (None in the slotted model), the state and the counters."""
+    work, the event model's overflow flags (None in the slotted model), the state and the counters; with
+    ``devices`` > 1, run on that many CPU devices, each with its share of the replicas (`devices.OnDevices`:
+    the split outputs come back as `devices.Parts`)."""
     if spec.model == "event":  # no donation: an episode whose queues overflow is run again from its state
-        return jit(partial(train_event_episode, spec, learner, sizes))
+        fn = jit(partial(train_event_episode, spec, learner, sizes))
+        return on_devices(fn, devices, SHARED_IN, (False, False, False, False, True))
 
     def fn(env, keys, tasks, grid, state, counters):
         out, sim, state, counters = train_episode(spec, learner, env, keys, tasks, grid, state, counters)
-        return (out.span, out.failed, out.reward), sim[1], None, state, counters
+        return (out.span, out.failed, out.reward), sim[1], state, counters
 
-    return jit(fn, donate_argnums=(4,))
+    split = on_devices(jit(fn, donate_argnums=(4,)), devices, SHARED_IN, (False, False, False, True))
+
+    def episode(*args):
+        out, served, state, counters = split(*args)
+        return out, served, None, state, counters
+
+    return episode
 
 
 def _outcomes(scenario: Scenario, episode: int, latency, failed, reward) -> TaskLog:
@@ -216,7 +230,9 @@ class KernelTrainer:
     by side (a sweep's cells: they must share the kernel's static shape, see `Spec`). Each
     replica's scheduler is built exactly as `mecsim.training.train` builds it (same initial
     learner state). After `run`, `write_back` puts the learned state and counters into those
-    schedulers (ready for ``train(False)``, evaluation, ``save``).
+    schedulers (ready for ``train(False)``, evaluation, ``save``). The replicas are split over up to
+    ``devices`` CPU devices (default: as many as there are and divide them evenly; `devices`), which
+    changes no result.
     """
 
     def __init__(
@@ -225,6 +241,7 @@ class KernelTrainer:
         scheduler_name: str,
         seeds: Sequence[int] | None = None,
         options: dict | None = None,
+        devices: int | None = None,
     ):
         if isinstance(scenario, Scenario):
             self.scenarios = [
@@ -245,6 +262,9 @@ class KernelTrainer:
             raise SchedulerError(
                 "kernel training: the replicas must share B, slots, the allocation rule and the accounting flags"
             ) from None
+        if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+            raise ValueError(f"devices = {devices!r}: must be a whole number >= 1 (or None: all that fit)")
+        self.devices = replica_devices(len(self.scenarios), devices)
         self.name = scheduler_name
         self.schedulers = [
             make_scheduler(scheduler_name, sc, rng=stream(sc.seed, "scheduler"), **dict(options or {}))
@@ -276,7 +296,9 @@ class KernelTrainer:
         pending = None
         end = first_episode + episodes
         with x64():
-            state, counters = jax.device_put((self.state, self.counters))
+            state, counters = self.state, self.counters  # split over devices: each share from the host
+            if self.devices == 1:
+                state, counters = jax.device_put((state, counters))
             ready = self._inputs(first_episode) if episodes > 0 else None
             for e in range(first_episode, end):
                 inputs = ready
@@ -288,7 +310,7 @@ class KernelTrainer:
                 pending = (e, inputs.tasks, out, served)
             if pending is not None:
                 self._record(rows, *pending, timing)
-            self.state, self.counters = jax.device_get((state, counters))
+            self.state, self.counters = joined(state), jax.device_get(counters)
         self.wall_time += time.perf_counter() - started
         self.episodes_done += episodes
         return [pd.DataFrame(r) for r in rows]
@@ -321,14 +343,14 @@ class KernelTrainer:
         larger queues (or faults drawn further) while one overflows."""
         spec, env, keys, tasks, grid = inputs.spec, inputs.env, inputs.keys, inputs.tasks, inputs.grid
         if spec.model != "event":
-            out, served, _, state, counters = compiled_train_episode(spec, self.learner)(
+            out, served, _, state, counters = compiled_train_episode(spec, self.learner, None, self.devices)(
                 env, keys, tasks, grid, state, counters
             )
             return lambda: (out, served, state, counters)
         profiles, horizons = fault_realisations(inputs.replicas)
 
         def call(sizes):
-            fn = compiled_train_episode(spec, self.learner, sizes[:3])
+            fn = compiled_train_episode(spec, self.learner, sizes[:3], self.devices)
             full = event_episode.with_faults(spec, env, profiles, horizons, sizes[3])
             out, served, overflow, new_state, new_counters = fn(full, keys, tasks, grid, state, counters)
             return (out, served, new_state, new_counters), overflow
@@ -337,7 +359,7 @@ class KernelTrainer:
         return lambda: event_episode.settle(spec, call, *first)
 
     def _record(self, rows, episode, tasks, out, served, timing):
-        (span, failed, reward), served = jax.device_get((out, served))
+        (span, failed, reward), served = joined(out), joined(served)
         now = time.perf_counter()
         wall = (
             (now - self._last) / len(self.scenarios) if timing else None
