@@ -4,8 +4,9 @@ Prints ``name: value`` lines:
 
 * ``lad_ts_train_<E>ep_s`` — LAD-TS (`ddrl-ats`), E online episodes of the DEdgeAI scenario, one seed;
 * ``ddrl_amsa_train_<E>ep_s`` — `ddrl-amsa`, E episodes at the AMCoEdge default point, one seed;
-* ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once in one process (vmapped) over
-  that of one seed;
+* ``ddrl_amsa_8seeds_over_1seed`` — wall time of 8 seeds trained at once in one process (vmapped, and split
+  over the process's CPU devices, one per core unless $MECSIM_CPU_DEVICES says otherwise) over that of one
+  seed;
 * ``ddrl_amsa_1seed_sweep_train_<E>ep_s`` and ``ddrl_amsa_8seeds_sweep_train_<E>ep_s`` (alone: ``--only
   sweep``): the same training as the cells of a ``mecsim sweep`` on its default local cluster (one pinned
   worker per core; batches of at most ``sweep_batch_cells`` seeds, so 8 seeds run as 4 + 4 on 2 cores), Dask
