@@ -82,3 +82,15 @@ def test_on_devices_splits_the_replica_axis_and_refuses_an_input_without_one():
     np.testing.assert_array_equal(joined(again), np.arange(4.0) * 6)
     with pytest.raises(ValueError, match=r"shape \(3,\) has no replica axis divisible by 2"):
         double(np.arange(3.0), 3)
+
+
+def test_the_default_device_count_is_the_usable_cores_up_to_eight(monkeypatch):
+    from mecsim import jaxconfig
+
+    monkeypatch.delenv("MECSIM_CPU_DEVICES")
+    monkeypatch.setattr(jaxconfig.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert jaxconfig.requested_cpu_devices() == jaxconfig.DEFAULT_CPU_DEVICES_MAX == 8
+    monkeypatch.setattr(jaxconfig.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert jaxconfig.requested_cpu_devices() == 3
+    monkeypatch.setenv("MECSIM_CPU_DEVICES", "12")
+    assert jaxconfig.requested_cpu_devices() == 12
