@@ -231,8 +231,8 @@ class KernelTrainer:
     replica's scheduler is built exactly as `mecsim.training.train` builds it (same initial
     learner state). After `run`, `write_back` puts the learned state and counters into those
     schedulers (ready for ``train(False)``, evaluation, ``save``). The replicas are split over up to
-    ``devices`` CPU devices (default: as many as there are and divide them evenly; `devices`), which
-    changes no result.
+    ``devices`` CPU devices (default: as many as there are and divide them evenly), each share trained
+    exactly as a call of those replicas alone would train it (`devices`).
     """
 
     def __init__(
