@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mecsim.backends.kernel.devices import OnDevices, Parts, joined, replica_devices
+from mecsim.backends.kernel.devices import OnDevices, Parts, at_most, joined, replica_devices
 from mecsim.backends.kernel.training import KernelTrainer
 from mecsim.config import ConfigError, Scenario
 
@@ -94,3 +94,33 @@ def test_the_default_device_count_is_the_usable_cores_up_to_eight(monkeypatch):
     assert jaxconfig.requested_cpu_devices() == 3
     monkeypatch.setenv("MECSIM_CPU_DEVICES", "12")
     assert jaxconfig.requested_cpu_devices() == 12
+
+
+def test_a_sweep_worker_never_splits_a_batch(monkeypatch):
+    """A batch's rows must not depend on the worker machine's cores: `compute_batch` runs within at_most(1)."""
+    import mecsim.training
+    from mecsim.sweep.worker import compute_batch
+
+    with at_most(1):
+        assert replica_devices(8) == 1
+    assert replica_devices(8) == 2
+    seen = []
+
+    def train_many(scenarios, *args, **kwargs):
+        seen.append(replica_devices(len(scenarios)))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(mecsim.training, "train_many", train_many)
+    payload = dict(
+        scheduler="amcoedge",
+        episodes=1,
+        eval_episodes=0,
+        options={},
+        timing=False,
+        engine="auto",
+        learner=True,
+    )
+    payloads = [dict(payload, scenario=SLOTTED.replace(seed=s).model_dump()) for s in (0, 1)]
+    with pytest.raises(RuntimeError, match="stop here"):
+        compute_batch(payloads)
+    assert seen == [1]

@@ -68,6 +68,13 @@ def compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
     `mecsim.runner.run_many`); each cell's rows equal its own run's up to the last bit of rounding.
     """
     limit_threads()
+    from ..backends.kernel.devices import at_most
+
+    with at_most(1):  # one device per batch, whatever the worker's machine has (`devices.at_most`)
+        return _compute_batch(payloads)
+
+
+def _compute_batch(payloads: list[dict[str, Any]]) -> list[pd.DataFrame]:
     first = payloads[0]
     name, episodes = first["scheduler"], first["episodes"]
     scenarios = [Scenario(**p["scenario"]) for p in payloads]

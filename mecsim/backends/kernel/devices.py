@@ -13,7 +13,9 @@ Between calls a split value stays on its devices as `Parts`; `joined` brings it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import jax
 import numpy as np
@@ -25,14 +27,30 @@ class Parts(list):
     """A value whose leading (replica) axis is held in parts, one per device, in replica order."""
 
 
+_AT_MOST: ContextVar[int | None] = ContextVar("replica_devices_at_most", default=None)
+
+
+@contextmanager
+def at_most(devices: int) -> Iterator[None]:
+    """Within it, no call is split over more than ``devices`` CPU devices. A sweep's worker computes its
+    batches within ``at_most(1)``: there the batches share out the cores, and a batch's rows must not
+    depend on how many cores the worker's machine has."""
+    token = _AT_MOST.set(devices)
+    try:
+        yield
+    finally:
+        _AT_MOST.reset(token)
+
+
 def replica_devices(n_replicas: int, limit: int | None = None) -> int:
-    """How many CPU devices to split ``n_replicas`` over: the most, up to ``limit``, that divide them evenly
-    (1: no split; also on other backends). Reports a bad $MECSIM_CPU_DEVICES (`ConfigError`)."""
+    """How many CPU devices to split ``n_replicas`` over: the most, up to ``limit`` (and `at_most`), that
+    divide them evenly (1: no split; also on other backends). Reports a bad $MECSIM_CPU_DEVICES
+    (`ConfigError`)."""
     requested_cpu_devices()
     if jax.default_backend() != "cpu":
         return 1
     available = len(jax.local_devices(backend="cpu"))
-    most = min(available, n_replicas, limit or available)
+    most = min(available, n_replicas, limit or available, _AT_MOST.get() or available)
     return max(d for d in range(1, most + 1) if n_replicas % d == 0)
 
 
