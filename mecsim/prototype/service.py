@@ -23,7 +23,6 @@ WORKER_ENV = {
     "JAX_PLATFORMS": "cpu",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
     "OMP_NUM_THREADS": "1",
-    "MECSIM_CPU_DEVICES": "1",  # one JAX CPU device: no split of a call's replicas (`jaxconfig.CPU_DEVICES_ENV`)
 }
 """Every worker (and the warm-up) computes on one thread: its CPU share is its capacity."""
 

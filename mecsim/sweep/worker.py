@@ -25,7 +25,6 @@ THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-    "MECSIM_CPU_DEVICES": "1",  # one JAX CPU device: no split of a call's replicas (`jaxconfig.CPU_DEVICES_ENV`)
 }
 
 # Identity columns written in front of the runner's columns in every part.

@@ -44,8 +44,10 @@ def at_most(devices: int) -> Iterator[None]:
 
 def replica_devices(n_replicas: int, limit: int | None = None) -> int:
     """How many CPU devices to split ``n_replicas`` over: the most, up to ``limit`` (and `at_most`), that
-    divide them evenly (1: no split; also on other backends). Reports a bad $MECSIM_CPU_DEVICES
-    (`ConfigError`)."""
+    divide them evenly (1: no split; also on other backends). Refuses a ``limit`` below 1 (`ValueError`)
+    and a bad $MECSIM_CPU_DEVICES (`ConfigError`)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"devices = {limit!r}: must be a whole number >= 1 (or None: all that fit)")
     requested_cpu_devices()
     if jax.default_backend() != "cpu":
         return 1

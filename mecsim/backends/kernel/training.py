@@ -262,8 +262,6 @@ class KernelTrainer:
             raise SchedulerError(
                 "kernel training: the replicas must share B, slots, the allocation rule and the accounting flags"
             ) from None
-        if devices is not None and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
-            raise ValueError(f"devices = {devices!r}: must be a whole number >= 1 (or None: all that fit)")
         self.devices = replica_devices(len(self.scenarios), devices)
         self.name = scheduler_name
         self.schedulers = [
